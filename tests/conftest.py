@@ -1,0 +1,105 @@
+"""Shared fixtures: real parts only. A moto AWS endpoint on loopback (session), the real AWS
+provider 3.39.0 in an offline mirror, and throwaway project directories that drive the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deployer.sandbox import endpoint
+from deployer.sandbox.provider import ensure_provider_mirror
+
+REPO = Path(__file__).resolve().parent.parent
+# What a project needs from the repo; env files and .env are written per test.
+PROJECT_LINKS = ("terraform", "deployments/stacks", "deployments/templates", "deployments/env.template",
+                 "scripts", "examples")
+DEPLOY = str(Path(sys.executable).with_name("deploy"))
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[endpoint.Endpoint]:
+    """moto server on a free 127.0.0.1 port, with the project's moto patches."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    ep = endpoint.start(log)
+    yield ep
+    os.kill(ep.pid, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def provider_mirror() -> Path:
+    """The real AWS provider 3.39.0, unpacked once per checkout into .deployer/plugins."""
+    return ensure_provider_mirror(REPO / ".deployer" / "plugins")
+
+
+class Project:
+    """A throwaway project directory: the repo's stacks and Terraform, its own env files,
+    its own AWS profile (so its state bucket and lock table are its own on the shared moto)."""
+
+    def __init__(self, path: Path, environ: dict[str, str]):
+        self.path = path
+        self.environ = environ
+
+    @property
+    def profile(self) -> str:
+        return self.environ["AWS_PROFILE"]
+
+    def write_env(self, env: str, text: str) -> Path:
+        path = self.path / "deployments" / f"env-{env}"
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o600)
+        return path
+
+    def deploy(self, *args: str, check: bool = False, timeout: float = 600,
+               extra_env: dict[str, str] | None = None, input: str | None = None,
+               ) -> subprocess.CompletedProcess[str]:
+        """Run the real `deploy` console script as a user types it, in the project directory."""
+        done = subprocess.run(
+            [DEPLOY, *args], cwd=self.path, env={**self.environ, **(extra_env or {})},
+            capture_output=True, text=True, timeout=timeout, input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(
+                f"deploy {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+@pytest.fixture
+def make_project(
+    tmp_path: Path, aws_endpoint: endpoint.Endpoint, provider_mirror: Path
+) -> Callable[..., Project]:
+    def make(name: str = "proj") -> Project:
+        path = tmp_path / name
+        (path / "deployments").mkdir(parents=True)
+        for rel in PROJECT_LINKS:
+            if (REPO / rel).exists():
+                (path / rel).symlink_to(REPO / rel)
+        profile = "t" + uuid.uuid4().hex[:10]
+        environ = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", str(tmp_path)),
+            "LANG": "C.UTF-8",
+            "AWS_ENDPOINT_URL": aws_endpoint.url,
+            "DEPLOYER_PROVIDER_MIRROR": str(provider_mirror),
+            **endpoint.write_profile(path / ".deployer" / "aws", profile, "us-east-1"),
+        }
+        return Project(path, environ)
+
+    return make
+
+
+@pytest.fixture
+def project(make_project: Callable[..., Project]) -> Project:
+    return make_project()
+
+
+def have(binary: str) -> bool:
+    return shutil.which(binary) is not None
