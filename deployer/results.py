@@ -95,6 +95,7 @@ class HostResult:
     release: str = ""
     fingerprint: str = ""
     steps: tuple[StepResult, ...] = ()
+    locked: bool = False  # failed because another deploy holds the host's lock (exit 3)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,10 @@ class FleetResult:
     @property
     def changed(self) -> bool:
         return any(h.status == CHANGED for h in self.hosts)
+
+    @property
+    def locked(self) -> tuple[HostResult, ...]:
+        return tuple(h for h in self.hosts if h.locked)
 
 
 @dataclass(frozen=True)
