@@ -79,7 +79,7 @@ def load_settings(project: Path, environ: Mapping[str, str] | None = None) -> Se
         aws_region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         aws_endpoint_url=environ.get("AWS_ENDPOINT_URL", ""),
         engine=engine,
-        ssh_key=environ.get("DEPLOYER_SSH_KEY", ""),
+        ssh_key=os.path.expanduser(environ.get("DEPLOYER_SSH_KEY", "")),
         provider_mirror=environ.get("DEPLOYER_PROVIDER_MIRROR", ""),
         state_bucket=environ.get("DEPLOYER_STATE_BUCKET")
         or f"{profile}-chronos-terraform-state-storage",

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployer import process, templates
 from deployer.config import Settings
-from deployer.errors import ConfigError, EngineError, LockHeldError
+from deployer.errors import ConfigError, EngineError, Interrupted, LockHeldError
 from deployer.logs import RunLog
 from deployer.results import PlanSummary, ResourceChange
-from deployer.secrets import Masker
+from deployer.secrets import MASK, Masker
 
 DEFAULT_ORDER = ("tofu", "terraform", "embedded")
 
@@ -98,9 +98,7 @@ _BACKEND = """\
 bucket  = "{{ bucket }}"
 region  = "{{ region }}"
 encrypt = true
-{% if use_lockfile %}use_lockfile = true
-{% else %}dynamodb_table = "{{ lock_table }}"
-{% endif %}
+{% if use_lockfile %}use_lockfile = true{% else %}dynamodb_table = "{{ lock_table }}"{% endif %}
 {% if endpoint %}
 # A non-AWS endpoint (AWS_ENDPOINT_URL): the local sandbox or another S3-compatible service.
 use_path_style              = true
@@ -200,7 +198,11 @@ def _action(actions: tuple[str, ...]) -> str:
 
 
 def parse_outputs(output_json: str) -> dict[str, object]:
-    return {name: o.get("value") for name, o in json.loads(output_json or "{}").items()}
+    """`output -json` → {name: value}; sensitive outputs are masked, never carried around."""
+    return {
+        name: MASK if o.get("sensitive") else o.get("value")
+        for name, o in json.loads(output_json or "{}").items()
+    }
 
 
 _LOCK_FIELD = re.compile(r"^\s*(ID|Who|Operation|Created):\s*(.+?)\s*$", re.MULTILINE)
@@ -213,7 +215,8 @@ def parse_lock_holder(output: str) -> str | None:
     info = dict(_LOCK_FIELD.findall(output))
     who = info.get("Who", "unknown")
     operation = info.get("Operation", "").removeprefix("OperationType").lower()
-    return f"{who} ({operation or 'an operation'} since {info.get('Created', '?')}, lock ID {info.get('ID', '?')})"
+    since = info.get("Created", "?")
+    return f"{who} ({operation or 'an operation'} since {since}, lock ID {info.get('ID', '?')})"
 
 
 def first_error(output: str) -> str:
@@ -256,7 +259,8 @@ class Workspace:
         self.on_line = on_line
         self.verbose = verbose
         self.name = name  # e.g. "dashboard/stage", for messages
-        self.plan_file = Path(env["TF_DATA_DIR"]) / "tfplan"
+        # One plan file per run: two operators in one checkout never apply each other's plan.
+        self.plan_file = Path(env["TF_DATA_DIR"]) / f"tfplan-{os.getpid()}"
 
     def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False):
         def show(line: str) -> None:
@@ -267,6 +271,11 @@ class Workspace:
         try:
             return process.run(argv, env=self.env, masker=self.masker, log=self.log,
                                on_line=show, ok_codes=ok_codes)
+        except Interrupted:
+            raise Interrupted(
+                f"interrupted during {self.engine.kind} {args[0]} of {self.name};"
+                " the engine was asked to stop and has exited"
+            ) from None
         except process.CommandFailed as exc:
             holder = parse_lock_holder(exc.output)
             if holder:
@@ -287,7 +296,10 @@ class Workspace:
         return parse_plan(_json_part(shown.output))
 
     def apply(self) -> None:
-        self._run(apply_args(self.plan_file))
+        try:
+            self._run(apply_args(self.plan_file))
+        finally:
+            self.plan_file.unlink(missing_ok=True)
 
     def outputs(self) -> dict[str, object]:
         done = self._run(output_args(), quiet=True)

@@ -14,6 +14,7 @@ CHANGED = "changed"
 UNCHANGED = "unchanged"
 FAILED = "failed"
 SKIPPED = "skipped"
+MISSING = "missing"  # a check found nothing there yet
 
 # How the core reports progress without printing: the CLI passes a thread-safe callable.
 Progress = Callable[[str], None]

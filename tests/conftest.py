@@ -19,8 +19,8 @@ from deployer.sandbox.provider import ensure_provider_mirror
 
 REPO = Path(__file__).resolve().parent.parent
 # What a project needs from the repo; env files and .env are written per test.
-PROJECT_LINKS = ("terraform", "deployments/stacks", "deployments/templates", "deployments/env.template",
-                 "scripts", "examples")
+PROJECT_LINKS = ("terraform", "deployments/templates", "deployments/env.template", "scripts",
+                 "examples")
 DEPLOY = str(Path(sys.executable).with_name("deploy"))
 
 
@@ -51,6 +51,11 @@ class Project:
     def profile(self) -> str:
         return self.environ["AWS_PROFILE"]
 
+    def add_probe_stack(self) -> None:
+        """The test-only `probe` stack (tests/data): one VPC and a resource as slow as asked."""
+        (self.path / "deployments" / "stacks" / "probe.toml").symlink_to(REPO / "tests/data/probe.toml")
+        (self.path / "terraform-probe").symlink_to(REPO / "tests/data/probe")
+
     def write_env(self, env: str, text: str) -> Path:
         path = self.path / "deployments" / f"env-{env}"
         path.write_text(text, encoding="utf-8")
@@ -78,10 +83,12 @@ def make_project(
 ) -> Callable[..., Project]:
     def make(name: str = "proj") -> Project:
         path = tmp_path / name
-        (path / "deployments").mkdir(parents=True)
+        (path / "deployments" / "stacks").mkdir(parents=True)
         for rel in PROJECT_LINKS:
             if (REPO / rel).exists():
                 (path / rel).symlink_to(REPO / rel)
+        for stack_file in (REPO / "deployments" / "stacks").glob("*.toml"):
+            (path / "deployments" / "stacks" / stack_file.name).symlink_to(stack_file)
         profile = "t" + uuid.uuid4().hex[:10]
         environ = {
             "PATH": os.environ["PATH"],

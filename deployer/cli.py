@@ -1,0 +1,306 @@
+"""The `deploy` command. Only this module imports click; each command is a few lines that call
+into the core, and every DeployerError becomes a one-line message and an exit code here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployer import __version__, report
+from deployer.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCK_HELD,
+    DeployerError,
+    Interrupted,
+)
+
+EXIT_CODES = f"""\b
+Exit codes:
+  0    ok
+  {EXIT_FAILED}    an operation failed (engine, AWS, a host or its health check)
+  {EXIT_BAD_INPUT}    bad input: env file, stack file, arguments; nothing was started
+  {EXIT_LOCK_HELD}    a lock is held by someone else (Terraform state or a host's deploy lock)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C); the engine was stopped cleanly"""
+
+
+class DeployGroup(click.Group):
+    """`deploy STACK ENV [ACTION]` beside named subcommands: an unknown first word is a stack."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "stack", self.commands["stack"], args
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write("Usage: deploy STACK ENV [plan|apply|destroy] [OPTIONS]\n"
+                        "       deploy COMMAND [ARGS]... [OPTIONS]\n")
+
+
+class StackCommand(click.Command):
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write("Usage: deploy STACK ENV [plan|apply|destroy] [OPTIONS]\n")
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command takes, wherever they are typed on the line."""
+    fn = click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path),
+                      envvar="DEPLOYER_PROJECT_DIR",
+                      help="The project (default: the nearest directory with deployments/stacks/).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
+    fn = click.option("-v", "--verbose", is_flag=True, help="Show the engine's full output.")(fn)
+    fn = click.option("-y", "--yes", is_flag=True,
+                      help="Non-interactive: answer yes to confirmations (CI).")(fn)
+    return fn
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The one place errors become messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Interrupted as exc:
+            report.error(str(exc))
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            report.error("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except DeployerError as exc:
+            report.error(str(exc))
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _settings(project_dir: Path | None):
+    from deployer.config import load_settings
+    from deployer.pipeline import find_project
+
+    project = (project_dir or find_project(Path.cwd())).resolve()
+    return load_settings(project)
+
+
+def _confirmer(yes: bool) -> Callable[[str, str], bool]:
+    """Ask the operator to type `expected`; refuse in a non-interactive run without --yes."""
+
+    def confirm(prompt: str, expected: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            from deployer.errors import ConfigError
+
+            raise ConfigError(f"{prompt.split('. Type')[0].split('? Type')[0]}: confirmation"
+                              " needed, but this run is not interactive; pass --yes to go on")
+        return click.prompt(prompt, default="", show_default=False).strip() == expected
+
+    return confirm
+
+
+@click.group(cls=DeployGroup, epilog=EXIT_CODES,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deploy")
+def main() -> None:
+    """Terraform + SSH deployments from one command.
+
+    \b
+    deploy bootstrap-state            once per AWS account: state bucket + lock table
+    deploy shared ENV apply           the network, security group, Elastic IPs, role
+    deploy dashboard ENV apply        the dashboard host, then the app over SSH
+    deploy edge ENV                   the edge fleet over SSH (hosts from the env file)
+
+    ENV names deployments/env-ENV. The action is `plan` by default for stacks with a
+    Terraform root and `apply` for hosts-only stacks.
+    """
+
+
+@main.command("stack", cls=StackCommand, hidden=True, epilog=EXIT_CODES)
+@click.argument("stack")
+@click.argument("env")
+@click.argument("action", required=False, type=click.Choice(["plan", "apply", "destroy"]))
+@click.option("--hosts-only", is_flag=True, help="Skip the engine; deploy to the current hosts.")
+@click.option("--no-hosts", is_flag=True, help="Run the engine only; skip the SSH phase.")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Trust hosts seen for the first time (OpenSSH accept-new). Changed keys are"
+                   " always refused.")
+@click.option("--parallel", type=click.IntRange(1, 256), help="Hosts deployed at once.")
+@common
+@handle_errors
+def stack(stack: str, env: str, action: str | None, hosts_only: bool, no_hosts: bool,
+          accept_new_host_keys: bool, parallel: int | None, project_dir: Path | None,
+          as_json: bool, verbose: bool, yes: bool) -> None:
+    """Plan, apply or destroy STACK in ENV, then install the app on its hosts."""
+    from deployer import pipeline
+
+    settings = _settings(project_dir)
+    spec, env_cfg = pipeline.load(settings, stack, env)
+    options = pipeline.Options(verbose=verbose, hosts_only=hosts_only, no_hosts=no_hosts,
+                               accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+    result = pipeline.run_stack(settings, spec, env_cfg, action or pipeline.default_action(spec),
+                                options, progress=report.progress, confirm=_confirmer(yes))
+    report.run_result(result, as_json=as_json)
+    _exit_for(result)
+
+
+def _exit_for(result: Any) -> None:
+    fleet = getattr(result, "fleet", result)
+    if fleet is None:
+        return
+    if fleet.locked:
+        sys.exit(EXIT_LOCK_HELD)
+    if fleet.failed:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command("render", epilog=EXIT_CODES)
+@click.argument("stack")
+@click.argument("env")
+@common
+@handle_errors
+def render(stack: str, env: str, project_dir: Path | None, as_json: bool, verbose: bool,
+           yes: bool) -> None:
+    """Write the backend config of STACK in ENV and show what the engine would get (secrets
+    masked). Runs nothing."""
+    from dataclasses import asdict
+
+    from deployer import pipeline
+
+    settings = _settings(project_dir)
+    spec, env_cfg = pipeline.load(settings, stack, env)
+    rendered = pipeline.render(settings, spec, env_cfg)
+    if as_json:
+        report.emit_json(asdict(rendered))
+        return
+    report.line(f"backend config: {rendered.backend_file} (state key {rendered.state_key})")
+    report.line(rendered.backend.rstrip())
+    report.mapping("environment for the engine:", rendered.exports, as_json=False)
+
+
+@main.command("bootstrap-state", epilog=EXIT_CODES)
+@click.option("--check", is_flag=True, help="Only report; exit 1 when anything is missing or differs.")
+@common
+@handle_errors
+def bootstrap_state(check: bool, project_dir: Path | None, as_json: bool, verbose: bool,
+                    yes: bool) -> None:
+    """Create (or repair) the state bucket and lock table for this AWS account. Never deletes
+    them. Names: ${AWS_PROFILE}-chronos-terraform-state-storage / -locks."""
+    from deployer import state
+    from deployer.results import MISSING, UNCHANGED
+
+    settings = _settings(project_dir)
+    title = f"state: s3://{settings.state_bucket} + dynamodb:{settings.lock_table} ({settings.aws_region})"
+    found = state.check(settings)
+    differs = [s for s in found if s.status != UNCHANGED]
+    if check:
+        report.steps(found, as_json=as_json, title=title)
+        sys.exit(EXIT_FAILED if differs else 0)
+    # Creating what is missing is what the command is for; changing what exists needs a yes.
+    drifted = tuple(s for s in differs if s.status != MISSING)
+    repair = True
+    if drifted:
+        if not as_json:
+            report.steps(drifted, as_json=False, title="drift found:")
+        repair = _confirmer(yes)("Repair the settings above? Type 'yes'", "yes")
+    results = state.bootstrap(settings, repair=repair, progress=report.progress)
+    state.write_backend_configs(settings)
+    report.steps(results, as_json=as_json, title=title)
+
+
+def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--accept-new-host-keys", is_flag=True,
+                      help="Trust hosts seen for the first time.")(fn)
+    fn = click.argument("env")(fn)
+    fn = click.argument("stack")(fn)
+    return fn
+
+
+def _targets(stack: str, env: str, project_dir: Path | None, action: str):
+    from deployer import pipeline
+
+    settings = _settings(project_dir)
+    spec, env_cfg = pipeline.load(settings, stack, env)
+    masker = env_cfg.masker(settings)
+    log = pipeline.open_log(settings, spec, env_cfg, action, masker)
+    hosts, _outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
+                                            progress=report.progress)
+    return settings, spec, env_cfg, masker, log, hosts
+
+
+@main.command("rollback", epilog=EXIT_CODES)
+@_host_command
+@click.option("--to", "to", metavar="RELEASE", help="The release to switch to (default: the previous).")
+@common
+@handle_errors
+def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
+             project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Switch STACK's hosts in ENV back to the previous (or a named) release."""
+    from deployer.hosts import fleet
+
+    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "rollback")
+    with log:
+        result = fleet.rollback(spec, env_cfg, settings, hosts, to=to, masker=masker, log=log,
+                                progress=report.progress, accept_new_host_keys=accept_new_host_keys)
+    _print_fleet(result, as_json)
+    _exit_for(result)
+
+
+@main.command("status", epilog=EXIT_CODES)
+@_host_command
+@common
+@handle_errors
+def status(stack: str, env: str, accept_new_host_keys: bool, project_dir: Path | None,
+           as_json: bool, verbose: bool, yes: bool) -> None:
+    """Current release, fingerprint, lock and last audit lines of each host of STACK in ENV."""
+    from dataclasses import asdict
+
+    from deployer.hosts import fleet
+
+    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "status")
+    with log:
+        found = fleet.status(spec, env_cfg, settings, hosts, masker=masker, log=log,
+                             progress=report.progress, accept_new_host_keys=accept_new_host_keys)
+    if as_json:
+        report.emit_json([asdict(s) for s in found])
+        return
+    for s in found:
+        report.mapping(str(s.host), {k: v for k, v in asdict(s).items() if k != "host"},
+                       as_json=False)
+
+
+@main.command("logs", epilog=EXIT_CODES)
+@_host_command
+@click.option("--lines", default=200, show_default=True, help="Lines per host.")
+@common
+@handle_errors
+def logs(stack: str, env: str, accept_new_host_keys: bool, lines: int, project_dir: Path | None,
+         as_json: bool, verbose: bool, yes: bool) -> None:
+    """Show the app's logs (the stack's log command) from each host of STACK in ENV."""
+    from deployer.hosts import fleet
+
+    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "logs")
+    with log:
+        result = fleet.logs(spec, env_cfg, settings, hosts, masker=masker, log=log,
+                            progress=report.progress, lines=lines)
+    _print_fleet(result, as_json)
+    _exit_for(result)
+
+
+def _print_fleet(result: Any, as_json: bool) -> None:
+    from deployer.results import to_data
+
+    if as_json:
+        report.emit_json(to_data(result))
+    else:
+        report.fleet(result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,229 @@
+"""One stack run: the engine phase (init → plan → apply), then the host phase (SSH installs).
+
+    config/stacks → pipeline → engine / hosts → results → (CLI) report
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer import engine as engines
+from deployer.config import EnvConfig, Settings, load_env
+from deployer.errors import ConfigError
+from deployer.logs import RunLog
+from deployer.results import (
+    EngineResult,
+    FleetResult,
+    PlanSummary,
+    Progress,
+    RunResult,
+)
+from deployer.secrets import MASK, Masker
+from deployer.stacks import Stack, load_stack
+
+ACTIONS = ("plan", "apply", "destroy")
+# Asks the operator to type `expected` to go on; returns False when they decline.
+Confirm = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class Options:
+    verbose: bool = False
+    hosts_only: bool = False  # skip the engine; hosts come from the current outputs
+    no_hosts: bool = False  # skip the host phase
+    accept_new_host_keys: bool = False
+    parallel: int | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What `deploy render` shows: the backend file and the engine's variables (secrets masked)."""
+
+    backend_file: str
+    backend: str
+    state_key: str
+    exports: dict[str, str]
+
+
+def find_project(start: Path) -> Path:
+    """The nearest directory at or above `start` that has `deployments/stacks/`."""
+    for candidate in (start, *start.parents):
+        if (candidate / "deployments" / "stacks").is_dir():
+            return candidate
+    raise ConfigError(
+        f"not inside a deployer project: no deployments/stacks/ in {start} or above"
+        " (run from the project, or pass -C DIR)"
+    )
+
+
+def load(settings: Settings, stack_name: str, env_name: str) -> tuple[Stack, EnvConfig]:
+    stack = load_stack(settings.project, stack_name)
+    return stack, load_env(settings.project, env_name, stack)
+
+
+def default_action(stack: Stack) -> str:
+    """`plan` for stacks with Terraform; hosts-only stacks (edge) deploy by default."""
+    return "plan" if stack.terraform else "apply"
+
+
+def tf_vars(settings: Settings, env: EnvConfig) -> dict[str, str]:
+    """Driver variables, overridden by the env file's TF_VAR_* entries."""
+    return {**engines.driver_variables(settings, env.name), **env.tf_vars}
+
+
+def render(settings: Settings, stack: Stack, env: EnvConfig) -> Rendered:
+    """Write the backend config file and describe the engine's variables; runs nothing."""
+    backend_file = engines.backend_path(settings, env.name)
+    text = engines.render_backend(settings)
+    _write_if_changed(backend_file, text)
+    masker = env.masker(settings)
+    exports = {}
+    for name, value in sorted(tf_vars(settings, env).items()):
+        secret = name in env.secret_names or f"TF_VAR_{name}" in env.secret_names
+        exports[f"TF_VAR_{name}"] = MASK if secret and value else masker.mask(value)
+    return Rendered(str(backend_file), text, engines.state_key(stack.name, env.name), exports)
+
+
+def open_log(settings: Settings, stack: Stack, env: EnvConfig, action: str, masker: Masker) -> RunLog:
+    return RunLog.create(settings.work_dir / "logs", f"{stack.name}-{env.name}-{action}", masker)
+
+
+def workspace(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Masker, log: RunLog,
+              progress: Progress, verbose: bool) -> engines.Workspace:
+    """The stack's Terraform root for this environment, initialised against its state."""
+    assert stack.terraform is not None
+    root = settings.project / stack.terraform.root
+    if not root.is_dir():
+        raise ConfigError(f"{stack.path}: terraform.root {stack.terraform.root!r} is not a directory")
+    work = settings.work_dir
+    data_dir = work / "tf" / f"{stack.name}-{env.name}-{settings.aws_profile}"
+    cache = work / "plugin-cache"
+    cli_config = work / "terraformrc"
+    for d in (data_dir, cache):
+        d.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(cli_config, engines.render_cli_config(cache, settings.provider_mirror))
+    eng = engines.find_engine(settings)
+    env_vars = engines.engine_env(settings.environ, tf_vars(settings, env), data_dir=data_dir,
+                                  cli_config=cli_config, plugin_cache=cache)
+    ws = engines.Workspace(eng, root, env_vars, masker=masker, log=log, on_line=progress,
+                           verbose=verbose, name=f"{stack.name}/{env.name}")
+    version = ws.version()
+    ws.engine = engines.Engine(eng.kind, eng.argv, version)
+    progress(f"engine: {ws.engine.label}")
+    rendered = render(settings, stack, env)
+    ws.init(Path(rendered.backend_file), rendered.state_key)
+    return ws
+
+
+def run_stack(
+    settings: Settings, stack: Stack, env: EnvConfig, action: str, options: Options, *,
+    progress: Progress, confirm: Confirm,
+) -> RunResult:
+    """`deploy STACK ENV ACTION`. Raises DeployerError subclasses; returns what happened."""
+    if action not in ACTIONS:
+        raise ConfigError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    if action == "destroy" and env.is_protected and not confirm(
+        f"Destroy stack {stack.name} in the protected environment {env.name!r}?"
+        f" Type the environment name to confirm", env.name
+    ):
+        raise ConfigError(f"destroy of {stack.name}/{env.name} not confirmed; nothing was changed")
+    if options.hosts_only and options.no_hosts:
+        raise ConfigError("--hosts-only and --no-hosts exclude each other")
+    masker = env.masker(settings)
+    with open_log(settings, stack, env, action, masker) as log:
+        progress(f"log: {log.path}")
+        engine_result: EngineResult | None = None
+        outputs: dict[str, object] = {}
+        if stack.terraform is not None:
+            ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
+                           verbose=options.verbose)
+            if options.hosts_only:
+                outputs = ws.outputs()
+            else:
+                engine_result = _engine_phase(ws, stack, env, action, progress, confirm)
+                outputs = engine_result.outputs
+        fleet_result = None
+        if _wants_hosts(stack, action, options):
+            fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
+        return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path))
+
+
+def _engine_phase(ws: engines.Workspace, stack: Stack, env: EnvConfig, action: str,
+                  progress: Progress, confirm: Confirm) -> EngineResult:
+    assert stack.terraform is not None
+    plan = ws.plan(destroy=action == "destroy")
+    progress(f"plan: {describe_plan(plan)}")
+    applied, reason = False, ""
+    if action == "plan":
+        reason = "plan only" if plan.has_changes else "no changes"
+    elif not plan.has_changes:
+        reason = "no infrastructure change; apply skipped"
+        progress(reason)
+    else:
+        risky = plan.destructive(stack.terraform.call_out)
+        if risky:
+            listed = ", ".join(f"{c.address} ({c.action})" for c in risky)
+            progress(f"WARNING: this plan will {'/'.join(sorted({c.action for c in risky}))}: {listed}")
+            if action == "apply" and not confirm(
+                f"The plan replaces or destroys {listed}. Type 'yes' to apply", "yes"
+            ):
+                raise ConfigError(f"apply of {stack.name}/{env.name} not confirmed; nothing was changed")
+        ws.apply()
+        applied, reason = True, "applied the saved plan"
+    outputs = ws.outputs() if action != "destroy" else {}
+    return EngineResult(ws.engine.label, action, plan, applied, reason, outputs)
+
+
+def describe_plan(plan: PlanSummary) -> str:
+    if not plan.has_changes:
+        return "no changes"
+    c = plan.counts
+    parts = [f"{c['add']} to add, {c['change']} to change, {c['destroy']} to destroy"]
+    for rtype, actions in plan.by_type().items():
+        parts.append(f"{rtype}: " + ", ".join(f"{n} {a}" for a, n in actions.items()))
+    if plan.outputs_changed and not plan.changes:
+        parts.append("outputs only")
+    return "; ".join(parts)
+
+
+def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
+    return (stack.hosts is not None and stack.app is not None and action == "apply"
+            and not options.no_hosts)
+
+
+def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
+                options: Options, masker: Masker, log: RunLog, progress: Progress) -> FleetResult:
+    from deployer.hosts import fleet  # Fabric/paramiko load only when a host phase runs
+
+    hosts = fleet.resolve_hosts(stack, env, outputs)
+    return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
+                        accept_new_host_keys=options.accept_new_host_keys,
+                        parallel=options.parallel, outputs=outputs)
+
+
+def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Masker,
+                 log: RunLog, progress: Progress) -> tuple[list, dict[str, object]]:
+    """The stack's hosts as the last apply left them (Terraform outputs or the env file)."""
+    from deployer.hosts import fleet
+
+    if stack.hosts is None or stack.app is None:
+        raise ConfigError(f"stack {stack.name} has no hosts ([hosts] and [app] in {stack.path})")
+    outputs: dict[str, object] = {}
+    if stack.hosts.source == "terraform":
+        ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
+                       verbose=False)
+        outputs = ws.outputs()
+    return fleet.resolve_hosts(stack, env, outputs), outputs
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+

@@ -1,0 +1,102 @@
+"""Renders results for humans or as JSON. The only module that prints.
+
+Progress goes to stderr, whole lines at a time under a lock (parallel hosts never interleave
+mid-line); results go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+from deployer.results import FAILED, FleetResult, RunResult, StepResult, to_data
+
+_lock = threading.Lock()
+
+
+def progress(line: str) -> None:
+    """Thread-safe progress line on stderr."""
+    with _lock:
+        sys.stderr.write(line.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+
+def quiet(_line: str) -> None:
+    return None
+
+
+def error(message: str) -> None:
+    """One error per line, each prefixed, on stderr."""
+    with _lock:
+        for line in message.splitlines() or [""]:
+            sys.stderr.write(f"error: {line}\n")
+        sys.stderr.flush()
+
+
+def emit_json(data: Any) -> None:
+    with _lock:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def line(text: str = "") -> None:
+    with _lock:
+        sys.stdout.write(text + "\n")
+
+
+def run_result(result: RunResult, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(to_data(result))
+        return
+    line(f"{result.stack}/{result.env} {result.action}")
+    if result.engine is not None:
+        e = result.engine
+        from deployer.pipeline import describe_plan
+
+        line(f"  engine   {e.engine}: {e.reason}")
+        line(f"  plan     {describe_plan(e.plan)}")
+        for name, value in sorted(e.outputs.items()):
+            if isinstance(value, str | int | float):
+                line(f"  output   {name} = {value}")
+    if result.fleet is not None:
+        fleet(result.fleet)
+    for note in result.notes:
+        line(f"  note     {note}")
+    line(f"  log      {result.log_path}")
+    line(_verdict(result))
+
+
+def _verdict(result: RunResult) -> str:
+    if result.fleet is not None and result.fleet.failed:
+        names = ", ".join(h.host for h in result.fleet.failed)
+        return f"FAILED on {len(result.fleet.failed)} host(s): {names}"
+    if result.action == "plan" and result.engine is not None and result.engine.plan.has_changes:
+        return "OK: plan has changes; run with `apply` to make them"
+    return "OK: changes applied" if result.changed else "OK: no changes"
+
+
+def fleet(result: FleetResult) -> None:
+    width = max((len(h.host) for h in result.hosts), default=0)
+    for h in result.hosts:
+        detail = h.reason + (f" (release {h.release})" if h.release and h.status != FAILED else "")
+        line(f"  host     {h.host:<{width}}  {h.status:<9} {detail}".rstrip())
+
+
+def steps(results: tuple[StepResult, ...], *, as_json: bool, title: str) -> None:
+    if as_json:
+        emit_json({"title": title, "steps": [to_data(s) for s in results]})
+        return
+    line(title)
+    width = max((len(s.name) for s in results), default=0)
+    for s in results:
+        line(f"  {s.name:<{width}}  {s.status:<9} {s.reason}".rstrip())
+
+
+def mapping(title: str, data: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    line(title)
+    for key, value in data.items():
+        line(f"  {key} = {value}")
