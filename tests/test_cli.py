@@ -1,0 +1,201 @@
+"""The `deploy` CLI end to end, as a user types it: real embedded Terraform, the real AWS
+provider 3.39.0, an S3 backend with a DynamoDB lock table on a moto server over HTTP.
+
+The `probe` stack (tests/data) is a stack added as data only: one VPC and a resource that takes
+as long to create as asked (for the lock and Ctrl-C tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+
+import boto3
+import pytest
+
+from conftest import DEPLOY, Project
+
+pytestmark = pytest.mark.slow
+
+SECRET = "pr0be-secret # with $dollar and spaces"
+
+
+def probe_project(project: Project, **extra: str) -> Project:
+    project.add_probe_stack()
+    lines = ["TF_VAR_deptype=stage", f'probe_secret="{SECRET}"']
+    lines += [f"{k}={v}" for k, v in extra.items()]
+    project.write_env("stage", "\n".join(lines) + "\n")
+    project.deploy("bootstrap-state", "-y", check=True)
+    return project
+
+
+def lock_items(project: Project) -> list[dict]:
+    ddb = boto3.client("dynamodb", endpoint_url=project.environ["AWS_ENDPOINT_URL"],
+                       region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    table = f"{project.profile}-chronos-terraform-state-locks"
+    return [i for i in ddb.scan(TableName=table)["Items"] if "Info" in i]
+
+
+def all_text(project: Project, *runs: subprocess.CompletedProcess[str]) -> str:
+    logs = "".join(p.read_text() for p in (project.path / ".deployer" / "logs").glob("*.log"))
+    return logs + "".join(r.stdout + r.stderr for r in runs)
+
+
+def test_help_and_version(project: Project) -> None:
+    top = project.deploy("--help", check=True)
+    assert "Usage: deploy STACK ENV [plan|apply|destroy] [OPTIONS]" in top.stdout
+    for word in ("bootstrap-state", "render", "rollback", "status", "logs", "Exit codes:"):
+        assert word in top.stdout
+    stack_help = project.deploy("dashboard", "--help", check=True).stdout
+    assert "--hosts-only" in stack_help and "3    a lock is held" in stack_help
+    assert project.deploy("--version", check=True).stdout.strip() == "deploy, version 0.1.0"
+
+
+def test_missing_configuration_starts_nothing(project: Project) -> None:
+    env_file = project.write_env("stage", "TF_VAR_deptype=stage\ngit_repo=x\ngit_ref=main\n"
+                                 "frp_token=abcdefgh\ndb_password=abcdefgh\n"
+                                 "background_color=red\nvite_api_base_url=http://x/api\n")
+    run = project.deploy("dashboard", "stage", "plan")
+    assert run.returncode == 2
+    assert run.stderr == (f"error: {env_file}: missing required variables for stack dashboard:"
+                          " TF_VAR_public_key, jwt_secret_key\n")
+    assert not (project.path / ".deployer").joinpath("logs").exists()  # no engine, no SSH
+    assert not (project.path / ".deployer").joinpath("tf").exists()
+
+
+def test_unknown_environment_and_stack(project: Project) -> None:
+    project.write_env("stage", "TF_VAR_deptype=stage\n")
+    run = project.deploy("shared", "qa")
+    assert run.returncode == 2 and "(environments: stage)" in run.stderr
+    run = project.deploy("web", "stage")
+    assert run.returncode == 2 and "stacks: dashboard, edge, shared" in run.stderr
+
+
+def test_render_masks_secrets_and_writes_the_backend(project: Project) -> None:
+    probe_project(project, TF_VAR_label="one")
+    run = project.deploy("render", "probe", "stage", "--json", check=True)
+    rendered = json.loads(run.stdout)
+    backend = project.path / "deployments" / f"backend-stage-{project.profile}.hcl"
+    assert rendered["backend_file"] == str(backend) and backend.is_file()
+    assert rendered["state_key"] == "stage/probe.tfstate"
+    assert rendered["exports"]["TF_VAR_label"] == "one"
+    assert rendered["exports"]["TF_VAR_deptype"] == "stage"
+    assert SECRET not in run.stdout + run.stderr
+
+
+def test_plan_apply_noop_outputs_destroy(project: Project) -> None:
+    probe_project(project, TF_VAR_label="one")
+    plan = project.deploy("probe", "stage", check=True)  # plan is the default action
+    assert "2 to add, 0 to change, 0 to destroy; aws_vpc: 1 create; terraform_data: 1 create" \
+        in plan.stdout
+    assert "plan has changes" in plan.stdout
+
+    apply = project.deploy("probe", "stage", "apply", check=True)
+    assert "engine   embedded" in apply.stdout or "engine   " in apply.stdout
+    assert "applied the saved plan" in apply.stdout and "OK: changes applied" in apply.stdout
+
+    again = project.deploy("probe", "stage", "apply", "--json", check=True)
+    result = json.loads(again.stdout)
+    assert result["engine"]["applied"] is False
+    assert result["engine"]["reason"] == "no infrastructure change; apply skipped"
+    assert result["changed"] is False
+    vpc_id = result["engine"]["outputs"]["vpc_id"]
+    ec2 = boto3.client("ec2", endpoint_url=project.environ["AWS_ENDPOINT_URL"],
+                       region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
+    assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"] == "10.42.0.0/16"
+
+    destroy = project.deploy("probe", "stage", "destroy", check=True)
+    assert "0 to add, 0 to change, 2 to destroy" in destroy.stdout
+    assert not [v for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] == vpc_id]
+    assert SECRET not in all_text(project, plan, apply, again, destroy)
+
+
+def test_two_operators_at_once(project: Project) -> None:
+    probe_project(project, TF_VAR_label="one", TF_VAR_apply_seconds="8")
+    first = subprocess.Popen([DEPLOY, "probe", "stage", "apply", "-y"], cwd=project.path,
+                             env=project.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    _wait_for_lock(project)
+    second = project.deploy("probe", "stage", "apply", "-y")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 3
+    assert "error: the state of probe/stage is locked by " in second.stderr
+    assert "(apply since " in second.stderr or "(plan since " in second.stderr
+    # The state is intact: the winner's changes are all there and nothing is pending.
+    after = project.deploy("probe", "stage", "apply", "--json", check=True)
+    assert json.loads(after.stdout)["engine"]["applied"] is False
+    assert lock_items(project) == []
+
+
+def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
+    probe_project(project, TF_VAR_label="one", TF_VAR_apply_seconds="60")
+    run = subprocess.Popen([DEPLOY, "probe", "stage", "apply", "-y"], cwd=project.path,
+                           env=project.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    _wait_for_lock(project)
+    time.sleep(2)  # well into the slow resource's creation
+    started = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    _out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert "error: interrupted during " in err and " apply of probe/stage" in err
+    assert time.monotonic() - started < 60  # stopped, not finished
+    assert lock_items(project) == []
+    # The state is usable: the next apply converges.
+    project.deploy("probe", "stage", "apply", "-y", check=True,
+                   extra_env={})  # same config; finishes the interrupted create
+    assert lock_items(project) == []
+
+
+def _wait_for_lock(project: Project, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock_items(project):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the first apply never took the state lock")
+
+
+def test_destroy_of_prod_asks_for_the_name(project: Project) -> None:
+    project.add_probe_stack()
+    project.write_env("prod", f'TF_VAR_deptype=prod\nprobe_secret="{SECRET}"\n')
+    project.deploy("bootstrap-state", "-y", check=True)
+    project.deploy("probe", "prod", "apply", "-y", check=True)
+
+    refused = project.deploy("probe", "prod", "destroy")  # no terminal, no --yes
+    assert refused.returncode == 2
+    assert "not interactive; pass --yes" in refused.stderr
+
+    wrong = _with_terminal(project, ["probe", "prod", "destroy"], typed="stage\n")
+    assert wrong[0] == 2 and "not confirmed; nothing was changed" in wrong[1]
+    right = _with_terminal(project, ["probe", "prod", "destroy"], typed="prod\n")
+    assert right[0] == 0, right[1]
+    assert "2 to destroy" in right[1]
+
+
+def _with_terminal(project: Project, args: list[str], typed: str) -> tuple[int, str]:
+    """Run deploy on a pseudo-terminal and type `typed` at its prompt."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([DEPLOY, *args], cwd=project.path, env=project.environ,
+                            stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    output = b""
+    sent = False
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not sent and b"Type the environment name" in output:
+            os.write(controller, typed.encode())
+            sent = True
+    proc.wait(timeout=300)
+    os.close(controller)
+    return proc.returncode, output.decode(errors="replace")

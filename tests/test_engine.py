@@ -1,0 +1,142 @@
+"""Engine builders and parsers: exact argv, rendered files and parsed engine output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deployer import engine
+from deployer.config import load_settings
+from deployer.errors import ConfigError
+from deployer.results import PlanSummary, ResourceChange
+
+
+def settings(tmp_path: Path, **env: str):
+    return load_settings(tmp_path, {"PATH": "/nonexistent", "AWS_PROFILE": "ops", **env})
+
+
+def test_argv_builders() -> None:
+    plan = Path("/d/tfplan-1")
+    assert engine.init_args(Path("/p/backend.hcl"), "stage/dashboard.tfstate") == [
+        "init", "-input=false", "-no-color", "-reconfigure",
+        "-backend-config=/p/backend.hcl", "-backend-config=key=stage/dashboard.tfstate"]
+    assert engine.plan_args(plan) == [
+        "plan", "-input=false", "-no-color", "-lock-timeout=0s", "-detailed-exitcode",
+        "-out=/d/tfplan-1"]
+    assert engine.plan_args(plan, destroy=True)[-1] == "-destroy"
+    assert engine.apply_args(plan) == [
+        "apply", "-input=false", "-no-color", "-lock-timeout=0s", "/d/tfplan-1"]
+    assert engine.output_args() == ["output", "-json", "-no-color"]
+    assert engine.state_key("dashboard", "stage") == "stage/dashboard.tfstate"
+
+
+def test_engine_env_carries_variables_only_in_the_environment(tmp_path: Path) -> None:
+    env = engine.engine_env(
+        {"PATH": "/bin", "TF_VAR_stale": "from the shell"}, {"public_key": "ssh-ed25519 K"},
+        data_dir=tmp_path / "d", cli_config=tmp_path / "rc", plugin_cache=tmp_path / "c")
+    assert env == {
+        "PATH": "/bin", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
+        "TF_DATA_DIR": str(tmp_path / "d"), "TF_CLI_CONFIG_FILE": str(tmp_path / "rc"),
+        "TF_PLUGIN_CACHE_DIR": str(tmp_path / "c"), "TF_VAR_public_key": "ssh-ed25519 K",
+    }
+
+
+def test_backend_for_aws(tmp_path: Path) -> None:
+    text = engine.render_backend(settings(tmp_path, AWS_REGION="eu-west-1"))
+    assert text == (
+        "# Rendered by `deploy`; do not edit. The state key is passed per stack with -backend-config.\n"
+        'bucket  = "ops-chronos-terraform-state-storage"\n'
+        'region  = "eu-west-1"\n'
+        "encrypt = true\n"
+        'dynamodb_table = "ops-chronos-terraform-state-locks"\n'
+    )
+    assert engine.backend_path(settings(tmp_path), "stage") == \
+        tmp_path / "deployments" / "backend-stage-ops.hcl"
+
+
+def test_backend_for_a_local_endpoint_with_lockfile(tmp_path: Path) -> None:
+    text = engine.render_backend(settings(
+        tmp_path, AWS_ENDPOINT_URL="http://127.0.0.1:5055", DEPLOYER_USE_LOCKFILE="true"))
+    assert "use_lockfile = true\n" in text and "dynamodb_table" not in text
+    assert 's3       = "http://127.0.0.1:5055"' in text
+    assert "use_path_style              = true" in text
+
+
+def test_cli_config_with_and_without_mirror(tmp_path: Path) -> None:
+    assert engine.render_cli_config(Path("/c"), "") == 'plugin_cache_dir = "/c"\n'
+    text = engine.render_cli_config(Path("/c"), "/m")
+    assert 'path    = "/m"' in text and 'exclude = ["registry.terraform.io/hashicorp/*"]' in text
+
+
+def test_forced_engine_that_is_missing_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DEPLOYER_ENGINE=tofu but it is not available"):
+        engine.find_engine(settings(tmp_path, DEPLOYER_ENGINE="tofu"))
+
+
+def test_auto_falls_back_to_the_embedded_engine(tmp_path: Path) -> None:
+    found = engine.find_engine(settings(tmp_path))  # PATH has neither tofu nor terraform
+    assert found.kind == "embedded"
+    assert found.argv[1:] == ("-m", "deployer.embedded")
+
+
+def test_parse_plan() -> None:
+    show = json.dumps({
+        "resource_changes": [
+            {"address": "aws_instance.this", "type": "aws_instance",
+             "change": {"actions": ["delete", "create"]}},
+            {"address": "aws_eip.this", "type": "aws_eip", "change": {"actions": ["no-op"]}},
+            {"address": "aws_key_pair.this", "type": "aws_key_pair",
+             "change": {"actions": ["create"]}},
+            {"address": "aws_vpc.this", "type": "aws_vpc", "change": {"actions": ["update"]}},
+        ],
+        "output_changes": {"x": {"actions": ["no-op"]}},
+    })
+    plan = engine.parse_plan(show)
+    assert plan == PlanSummary((
+        ResourceChange("aws_instance.this", "aws_instance", "replace"),
+        ResourceChange("aws_key_pair.this", "aws_key_pair", "create"),
+        ResourceChange("aws_vpc.this", "aws_vpc", "update"),
+    ), outputs_changed=False)
+    assert plan.counts == {"add": 2, "change": 1, "destroy": 1}
+    assert plan.by_type() == {"aws_instance": {"replace": 1}, "aws_key_pair": {"create": 1},
+                              "aws_vpc": {"update": 1}}
+    assert [c.address for c in plan.destructive(("aws_instance",))] == ["aws_instance.this"]
+
+
+def test_parse_lock_holder() -> None:
+    output = """
+Error: Error acquiring the state lock
+
+Lock Info:
+  ID:        57a6fc6e-a08b
+  Path:      bucket/stage/dashboard.tfstate
+  Operation: OperationTypeApply
+  Who:       alice@laptop
+  Version:   1.15.5
+  Created:   2026-11-23 05:23:47 +0000 UTC
+"""
+    assert engine.parse_lock_holder(output) == \
+        "alice@laptop (apply since 2026-11-23 05:23:47 +0000 UTC, lock ID 57a6fc6e-a08b)"
+    assert engine.parse_lock_holder("Error: something else") is None
+
+
+def test_outputs_mask_sensitive_values() -> None:
+    raw = json.dumps({"url": {"value": "http://x", "sensitive": False},
+                      "token": {"value": "abc", "sensitive": True}})
+    assert engine.parse_outputs(raw) == {"url": "http://x", "token": "****"}
+
+
+@pytest.mark.parametrize(("line", "shown"), [
+    ("aws_instance.this: Creating...", True),
+    ("aws_instance.this: Still creating... [10s elapsed]", True),
+    ("aws_instance.this: Creation complete after 3s [id=i-1]", True),
+    ("Plan: 1 to add, 0 to change, 0 to destroy.", True),
+    ("Apply complete! Resources: 1 added, 0 changed, 0 destroyed.", True),
+    ("│ Error: creating EC2 Instance", True),
+    ("  + ami = \"ami-123\"", False),
+    ("Terraform will perform the following actions:", False),
+])
+def test_progress_filter(line: str, shown: bool) -> None:
+    assert engine.is_progress_line(line) is shown
