@@ -95,6 +95,8 @@ def make_project(
             "HOME": os.environ.get("HOME", str(tmp_path)),
             "LANG": "C.UTF-8",
             "AWS_ENDPOINT_URL": aws_endpoint.url,
+            # The engine a fresh machine has; DEPLOYER_TEST_ENGINE=tofu|terraform tries another.
+            "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
             "DEPLOYER_PROVIDER_MIRROR": str(provider_mirror),
             **endpoint.write_profile(path / ".deployer" / "aws", profile, "us-east-1"),
         }

