@@ -293,6 +293,88 @@ def logs(stack: str, env: str, accept_new_host_keys: bool, lines: int, project_d
     _exit_for(result)
 
 
+@main.group("sandbox", epilog=EXIT_CODES)
+def sandbox() -> None:
+    """The local cloud: a moto AWS endpoint on 127.0.0.1, an OpenSSH host for every EC2 instance
+    with an Elastic IP, a few edge hosts. Needs root (sshd on port 22 of 127.x addresses).
+
+    \b
+    deploy sandbox up        start it (idempotent); writes .deployer/sandbox/sandbox.env
+    deploy sandbox env       print the settings for a shell: eval "$(deploy sandbox env)"
+    deploy sandbox status    what runs
+    deploy sandbox down      stop every process it started; files stay
+    deploy sandbox demo      up, then the whole main job on the demo environment
+    """
+
+
+@sandbox.command("up")
+@common
+@handle_errors
+def sandbox_up(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Start the sandbox (what already runs is left alone)."""
+    from deployer.sandbox import cloud
+
+    settings = _settings(project_dir)
+    steps = cloud.up(settings.work_dir, dict(settings.environ))
+    report.steps(steps, as_json=as_json, title="sandbox up")
+    if not as_json:
+        report.line(f'settings: {cloud.paths(settings.work_dir).env_file} (eval "$(deploy sandbox env)")')
+
+
+@sandbox.command("down")
+@common
+@handle_errors
+def sandbox_down(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Stop every process the sandbox started. Env files, keys and logs stay."""
+    from deployer.sandbox import cloud
+
+    settings = _settings(project_dir)
+    report.steps(cloud.down(settings.work_dir), as_json=as_json, title="sandbox down")
+
+
+@sandbox.command("status")
+@common
+@handle_errors
+def sandbox_status(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """What the sandbox runs."""
+    from deployer.sandbox import cloud
+
+    settings = _settings(project_dir)
+    report.steps(cloud.status(settings.work_dir), as_json=as_json, title="sandbox")
+
+
+@sandbox.command("env")
+@common
+@handle_errors
+def sandbox_env(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Print the settings a shell needs to use the sandbox: eval "$(deploy sandbox env)"."""
+    from deployer.sandbox import cloud
+
+    settings = _settings(project_dir)
+    env = cloud.environment(settings.work_dir)
+    if as_json:
+        report.emit_json(env)
+    else:
+        for key, value in env.items():
+            report.line(f"export {key}={value}")
+
+
+@sandbox.command("demo")
+@common
+@handle_errors
+def sandbox_demo(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Bring the sandbox up and run the main job on the demo environment: bootstrap-state,
+    shared apply, dashboard apply, edge. A second run reports no changes."""
+    from deployer import demo
+
+    settings = _settings(project_dir)
+    result = demo.run(settings.project, dict(settings.environ), report.progress)
+    report.demo_result(result, as_json=as_json)
+    if not result.ok:
+        failed = result.runs[-1]
+        sys.exit(EXIT_LOCK_HELD if failed.fleet and failed.fleet.locked else EXIT_FAILED)
+
+
 def _print_fleet(result: Any, as_json: bool) -> None:
     from deployer.results import to_data
 

@@ -131,3 +131,17 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
             os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def start_background(argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
+                     cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-running local service (its own session, output appended to `log_path`).
+
+    The sandbox's AWS endpoint, sshd hosts and instance watcher start here; callers keep the pid.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            [str(a) for a in argv], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )

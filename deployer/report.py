@@ -100,3 +100,22 @@ def mapping(title: str, data: dict[str, Any], *, as_json: bool) -> None:
     line(title)
     for key, value in data.items():
         line(f"  {key} = {value}")
+
+
+def demo_result(result, *, as_json: bool) -> None:
+    """The main job's summary: every stack, then how to reach what was deployed."""
+    if as_json:
+        emit_json(to_data(result))
+        return
+    steps(result.sandbox, as_json=False, title="sandbox")
+    steps(result.state, as_json=False, title="state")
+    for run in result.runs:
+        run_result(run, as_json=False)
+    line()
+    line(f"env file:   {result.env_file}")
+    if result.dashboard_url:
+        line(f"dashboard:  {result.dashboard_url}")
+    if result.ssh_command:
+        line(f"ssh:        {result.ssh_command}")
+    line("demo: " + ("changes applied" if result.changed else "no changes anywhere")
+         if result.ok else "demo: FAILED (see above)")

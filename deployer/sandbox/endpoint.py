@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -17,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployer import process
 from deployer.errors import DeployerError
 
 # Dummy credentials: moto accepts any; real AWS rejects these, so they cannot leak anything.
@@ -41,13 +41,10 @@ def start(log: Path, *, host: str = "127.0.0.1", port: int = 0, timeout: float =
     if not host.startswith("127."):
         raise DeployerError(f"the sandbox endpoint binds only to loopback, not {host}")
     port = port or free_port(host)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deployer.sandbox.endpoint", "--host", host, "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, **SANDBOX_CREDENTIALS}, start_new_session=True,
-        )
+    proc = process.start_background(
+        [sys.executable, "-m", "deployer.sandbox.endpoint", "--host", host, "--port", str(port)],
+        env={**os.environ, **SANDBOX_CREDENTIALS}, log_path=log,
+    )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

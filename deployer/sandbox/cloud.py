@@ -1,0 +1,230 @@
+"""The sandbox cloud: `deploy sandbox up | down | status | env`.
+
+- A moto AWS endpoint on a loopback port (background, pid file, log file).
+- The AWS provider 3.39.0 unpacked into an offline filesystem mirror.
+- A `sandbox` AWS profile with dummy credentials (moto accepts any; AWS rejects these).
+- Instance emulation: a watcher (`python -m deployer.sandbox.instances`) gives every running EC2
+  instance that has an Elastic IP (moto hands out 127.x.y.z addresses) an OpenSSH sshd bound to
+  that address, with its own host key, $HOME and the instance key pair's public key; booting is
+  emulated by writing the ready marker a moment later. `user_data` itself is NOT run.
+- A few edge hosts: more loopback sshds, for the edge stack.
+Everything lives under `.deployer/sandbox/`; `down` stops every process it started, by pid, and
+leaves files alone (host keys survive, so known_hosts stays valid across down/up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployer import process
+from deployer.errors import ConfigError, DeployerError
+from deployer.results import CHANGED, UNCHANGED, StepResult
+from deployer.sandbox import endpoint
+from deployer.sandbox.provider import ensure_provider_mirror
+from deployer.secrets import Masker
+
+PROFILE = "sandbox"
+REGION = "us-east-1"
+EDGE_ADDRESSES = ("127.0.10.1", "127.0.10.2", "127.0.10.3")
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "sandbox.env"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "ssh" / "id_ed25519"
+
+    @property
+    def hosts(self) -> Path:
+        return self.root / "hosts"
+
+    @property
+    def app_origin(self) -> Path:
+        return self.root / "app.git"
+
+
+def paths(work_dir: Path) -> Paths:
+    return Paths(work_dir / "sandbox")
+
+
+def is_alive(pid: int, marker: str) -> bool:
+    """The pid runs and its command line contains `marker` (a reused pid is not ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        return False
+    return marker in cmdline
+
+
+def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
+    """Stop our process `pid` (TERM, then KILL). False when it was not running."""
+    if not is_alive(pid, marker):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and is_alive(pid, marker):
+        time.sleep(0.05)
+    if is_alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _read_state(p: Paths) -> dict:
+    try:
+        return json.loads(p.state.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(p: Paths, state: dict) -> None:
+    p.root.mkdir(parents=True, exist_ok=True)
+    tmp = p.state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(p.state)
+
+
+def environment(work_dir: Path) -> dict[str, str]:
+    """The settings a shell (or deploy) needs to talk to the running sandbox."""
+    p = paths(work_dir)
+    state = _read_state(p)
+    if not state.get("endpoint"):
+        raise ConfigError("the sandbox is not up; run `deploy sandbox up` (or `make demo`)")
+    return {
+        "AWS_ENDPOINT_URL": state["endpoint"]["url"],
+        "DEPLOYER_PROVIDER_MIRROR": str(work_dir / "plugins"),
+        "DEPLOYER_SSH_KEY": str(p.key),
+        **endpoint.write_profile(p.root / "aws", PROFILE, REGION),
+    }
+
+
+def check_prerequisites() -> None:
+    problems = []
+    if os.geteuid() != 0:
+        problems.append(
+            "the sandbox needs root: its hosts are OpenSSH servers on port 22 of 127.x addresses that"
+            " log in the instance's user (run as root, e.g. in a container or VM)")
+    for tool in ("/usr/sbin/sshd", "ssh-keygen", "git"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} is missing: apt-get install openssh-server openssh-client git")
+    if problems:
+        raise ConfigError(problems)
+
+
+def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
+    """Bring the sandbox up; idempotent (what already runs is reported unchanged)."""
+    from deployer.sandbox import sshd
+
+    check_prerequisites()
+    p = paths(work_dir)
+    p.root.mkdir(parents=True, exist_ok=True)
+    state = _read_state(p)
+    results = []
+
+    ep = state.get("endpoint")
+    if ep and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(ep["url"]):
+        results.append(StepResult("aws endpoint", UNCHANGED, f"running at {ep['url']}"))
+    else:
+        started = endpoint.start(p.root / "endpoint.log")
+        state["endpoint"] = {"url": started.url, "pid": started.pid}
+        _write_state(p, state)
+        results.append(StepResult("aws endpoint", CHANGED, f"started moto at {started.url}"))
+
+    mirror = work_dir / "plugins"
+    had_mirror = (mirror / "registry.terraform.io").exists()
+    ensure_provider_mirror(mirror)
+    results.append(StepResult("aws provider", UNCHANGED if had_mirror else CHANGED,
+                              f"3.39.0 in the offline mirror {mirror}"))
+
+    if p.key.exists():
+        results.append(StepResult("operator key", UNCHANGED, str(p.key)))
+    else:
+        p.key.parent.mkdir(parents=True, exist_ok=True)
+        process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer-sandbox",
+                     "-f", str(p.key)], env=environ, masker=Masker())
+        results.append(StepResult("operator key", CHANGED, f"generated {p.key}"))
+    public_key = p.key.with_suffix(".pub").read_text().strip()
+
+    for address in EDGE_ADDRESSES:
+        host = sshd.SandboxHost(p.hosts / address, address)
+        if host.is_running():
+            results.append(StepResult(f"edge host {address}", UNCHANGED, "sshd running"))
+        else:
+            host.start(authorized_keys=public_key)
+            results.append(StepResult(f"edge host {address}", CHANGED, "started sshd"))
+
+    watcher = state.get("watcher")
+    if watcher and is_alive(watcher["pid"], "deployer.sandbox.instances"):
+        results.append(StepResult("instance emulation", UNCHANGED, f"watcher pid {watcher['pid']}"))
+    else:
+        proc = process.start_background(
+            [sys.executable, "-m", "deployer.sandbox.instances", str(p.root)],
+            env={**environ, **endpoint.SANDBOX_CREDENTIALS}, log_path=p.root / "instances.log")
+        state["watcher"] = {"pid": proc.pid}
+        _write_state(p, state)
+        results.append(StepResult("instance emulation", CHANGED,
+                                  "watching EC2 instances with Elastic IPs (user_data is not run)"))
+
+    env = environment(work_dir)
+    p.env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+    return tuple(results)
+
+
+def down(work_dir: Path) -> tuple[StepResult, ...]:
+    """Stop every process the sandbox started, by pid. Files stay."""
+    from deployer.sandbox import sshd
+
+    p = paths(work_dir)
+    state = _read_state(p)
+    results = []
+    watcher = state.pop("watcher", None)
+    if watcher and stop_pid(watcher["pid"], "deployer.sandbox.instances"):
+        results.append(StepResult("instance emulation", CHANGED, "stopped"))
+    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
+        host = sshd.SandboxHost(host_dir, host_dir.name)
+        if host.stop():
+            results.append(StepResult(f"host {host_dir.name}", CHANGED, "stopped sshd"))
+    ep = state.pop("endpoint", None)
+    if ep and stop_pid(ep["pid"], "deployer.sandbox.endpoint"):
+        results.append(StepResult("aws endpoint", CHANGED, f"stopped {ep['url']}"))
+    _write_state(p, state)
+    return tuple(results) or (StepResult("sandbox", UNCHANGED, "nothing was running"),)
+
+
+def status(work_dir: Path) -> tuple[StepResult, ...]:
+    from deployer.sandbox import sshd
+
+    p = paths(work_dir)
+    state = _read_state(p)
+    ep = state.get("endpoint")
+    up_ = bool(ep) and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(ep["url"])
+    results = [StepResult("aws endpoint", "running" if up_ else "stopped", ep["url"] if ep else "")]
+    watcher = state.get("watcher")
+    w_up = bool(watcher) and is_alive(watcher["pid"], "deployer.sandbox.instances")
+    results.append(StepResult("instance emulation", "running" if w_up else "stopped", ""))
+    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
+        host = sshd.SandboxHost(host_dir, host_dir.name)
+        role = (host_dir / "role").read_text().strip() if (host_dir / "role").exists() else "host"
+        results.append(StepResult(f"{role} {host_dir.name}",
+                                  "running" if host.is_running() else "stopped", ""))
+    return tuple(results)
+
+
+class SandboxError(DeployerError):
+    """The sandbox could not start."""
