@@ -48,6 +48,12 @@ plan apply destroy: setup ## deploy STACK=… ENV=… (plan | apply | destroy)
 	@if [ -z "$(STACK)" ] || [ -z "$(ENV)" ]; then echo "usage: make $@ STACK=dashboard ENV=stage [ARGS=-y]" >&2; exit 2; fi
 	$(DEPLOY) $(STACK) $(ENV) $@ $(ARGS)
 
+demo: setup ## The whole main job on the local sandbox cloud (no AWS account needed)
+	$(DEPLOY) sandbox demo $(ARGS)
+
+demo-down: ## Stop everything the sandbox started (files stay)
+	@if [ -x $(DEPLOY) ]; then $(DEPLOY) sandbox down; fi
+
 bench: setup ## Fan-out benchmark: deployer vs plain ssh vs ansible-playbook
 	$(BIN)/pip install --quiet 'ansible-core>=2.16'
 	$(BIN)/python benchmarks/fanout.py

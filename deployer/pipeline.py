@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,9 +201,31 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     from deployer.hosts import fleet  # Fabric/paramiko load only when a host phase runs
 
     hosts = fleet.resolve_hosts(stack, env, outputs)
+    check_sandbox_hosts(settings, [h.address for h in hosts], stack)
     return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
                         accept_new_host_keys=options.accept_new_host_keys,
                         parallel=options.parallel, outputs=outputs)
+
+
+def check_sandbox_hosts(settings: Settings, addresses: list[str], stack: Stack) -> None:
+    """Against a loopback AWS endpoint (the sandbox), every host must be on loopback too: an
+    address such an endpoint hands out elsewhere is not a machine of ours to connect to."""
+    if not _is_loopback(urllib.parse.urlsplit(settings.aws_endpoint_url).hostname or ""):
+        return
+    outside = [a for a in addresses if not _is_loopback(a)]
+    if outside:
+        raise ConfigError(
+            f"stack {stack.name}: AWS_ENDPOINT_URL is on loopback (the sandbox), but these hosts are"
+            f" not: {', '.join(outside)}; refusing to connect outside 127.0.0.0/8")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Masker,
@@ -216,7 +240,9 @@ def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Ma
         ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
                        verbose=False)
         outputs = ws.outputs()
-    return fleet.resolve_hosts(stack, env, outputs), outputs
+    hosts = fleet.resolve_hosts(stack, env, outputs)
+    check_sandbox_hosts(settings, [h.address for h in hosts], stack)
+    return hosts, outputs
 
 
 def _write_if_changed(path: Path, text: str) -> None:
