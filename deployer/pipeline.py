@@ -134,6 +134,8 @@ def run_stack(
         raise ConfigError(f"destroy of {stack.name}/{env.name} not confirmed; nothing was changed")
     if options.hosts_only and options.no_hosts:
         raise ConfigError("--hosts-only and --no-hosts exclude each other")
+    if stack.terraform is None and action == "destroy":
+        raise ConfigError(f"stack {stack.name} has no Terraform root ({stack.path}); nothing to destroy")
     masker = env.masker(settings)
     with open_log(settings, stack, env, action, masker) as log:
         progress(f"log: {log.path}")
@@ -148,9 +150,16 @@ def run_stack(
                 engine_result = _engine_phase(ws, stack, env, action, progress, confirm)
                 outputs = engine_result.outputs
         fleet_result = None
+        notes: tuple[str, ...] = ()
         if _wants_hosts(stack, action, options):
             fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
-        return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path))
+        elif stack.terraform is None and stack.hosts is not None and action == "plan":
+            from deployer.hosts import fleet
+
+            hosts = fleet.resolve_hosts(stack, env, outputs)
+            notes = (f"apply would deploy to {len(hosts)} host(s): {', '.join(map(str, hosts))}",)
+        return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path),
+                         notes)
 
 
 def _engine_phase(ws: engines.Workspace, stack: Stack, env: EnvConfig, action: str,
