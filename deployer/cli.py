@@ -212,6 +212,8 @@ def bootstrap_state(check: bool, project_dir: Path | None, as_json: bool, verbos
     results = state.bootstrap(settings, repair=repair, progress=report.progress)
     state.write_backend_configs(settings)
     report.steps(results, as_json=as_json, title=title)
+    if any(s.status == state.DRIFTED for s in results):
+        sys.exit(EXIT_FAILED)  # the operator declined the repair: the drift is still there
 
 
 def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
