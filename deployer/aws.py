@@ -85,4 +85,5 @@ def client(settings: Settings, service: str) -> Any:
     config = botocore.config.Config(retries={"total_max_attempts": 1}, connect_timeout=5,
                                     read_timeout=30)
     return session(settings).client(service, endpoint_url=settings.aws_endpoint_url or None,
+                                    verify=settings.environ.get("AWS_CA_BUNDLE") or None,
                                     config=config)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from deployer.sandbox import endpoint
@@ -50,6 +51,12 @@ class Project:
     @property
     def profile(self) -> str:
         return self.environ["AWS_PROFILE"]
+
+    def client(self, service: str):
+        """A boto3 client for the test's own checks, against the same endpoint."""
+        return boto3.client(service, endpoint_url=self.environ["AWS_ENDPOINT_URL"],
+                            region_name="us-east-1", verify=self.environ["AWS_CA_BUNDLE"],
+                            aws_access_key_id="x", aws_secret_access_key="y")
 
     def add_probe_stack(self) -> None:
         """The test-only `probe` stack (tests/data): one VPC and a resource as slow as asked."""
@@ -98,7 +105,8 @@ def make_project(
             # The engine a fresh machine has; DEPLOYER_TEST_ENGINE=tofu|terraform tries another.
             "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
             "DEPLOYER_PROVIDER_MIRROR": str(provider_mirror),
-            **endpoint.write_profile(path / ".deployer" / "aws", profile, "us-east-1"),
+            **endpoint.write_profile(path / ".deployer" / "aws", profile, "us-east-1",
+                                     aws_endpoint.ca_bundle),
         }
         return Project(path, environ)
 

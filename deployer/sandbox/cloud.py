@@ -110,7 +110,7 @@ def environment(work_dir: Path) -> dict[str, str]:
         "AWS_ENDPOINT_URL": state["endpoint"]["url"],
         "DEPLOYER_PROVIDER_MIRROR": str(work_dir / "plugins"),
         "DEPLOYER_SSH_KEY": str(p.key),
-        **endpoint.write_profile(p.root / "aws", PROFILE, REGION),
+        **endpoint.write_profile(p.root / "aws", PROFILE, REGION, Path(state["endpoint"]["ca_bundle"])),
     }
 
 
@@ -138,11 +138,13 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
     results = []
 
     ep = state.get("endpoint")
-    if ep and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(ep["url"]):
+    if ep and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(
+            ep["url"], Path(ep["ca_bundle"])):
         results.append(StepResult("aws endpoint", UNCHANGED, f"running at {ep['url']}"))
     else:
         started = endpoint.start(p.root / "endpoint.log")
-        state["endpoint"] = {"url": started.url, "pid": started.pid}
+        state["endpoint"] = {"url": started.url, "pid": started.pid,
+                             "ca_bundle": str(started.ca_bundle)}
         _write_state(p, state)
         results.append(StepResult("aws endpoint", CHANGED, f"started moto at {started.url}"))
 
@@ -213,7 +215,8 @@ def status(work_dir: Path) -> tuple[StepResult, ...]:
     p = paths(work_dir)
     state = _read_state(p)
     ep = state.get("endpoint")
-    up_ = bool(ep) and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(ep["url"])
+    up_ = bool(ep) and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(
+        ep["url"], Path(ep["ca_bundle"]))
     results = [StepResult("aws endpoint", "running" if up_ else "stopped", ep["url"] if ep else "")]
     watcher = state.get("watcher")
     w_up = bool(watcher) and is_alive(watcher["pid"], "deployer.sandbox.instances")

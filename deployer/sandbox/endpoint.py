@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -28,6 +29,47 @@ class Endpoint:
     url: str
     pid: int
     log: Path
+    ca_bundle: Path  # the endpoint's self-signed certificate: AWS_CA_BUNDLE for every client
+
+
+def ensure_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1/localhost (made once, reused).
+
+    The endpoint speaks TLS like AWS does, so a TLS-only bucket policy works as it does on AWS,
+    and clients trust exactly this certificate through AWS_CA_BUNDLE."""
+    cert, key = directory / "endpoint.crt", directory / "endpoint.key"
+    if cert.is_file() and key.is_file():
+        return cert, key
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deployer sandbox endpoint")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(private.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return cert, key
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -37,29 +79,32 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def start(log: Path, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Endpoint:
-    """Start the endpoint in the background (its own session) and wait until it answers."""
+    """Start the endpoint (https, its own session) in the background and wait until it answers."""
     if not host.startswith("127."):
         raise DeployerError(f"the sandbox endpoint binds only to loopback, not {host}")
     port = port or free_port(host)
+    cert, key = ensure_certificate(log.parent / "tls")
     proc = process.start_background(
-        [sys.executable, "-m", "deployer.sandbox.endpoint", "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "deployer.sandbox.endpoint", "--host", host, "--port", str(port),
+         "--cert", str(cert), "--key", str(key)],
         env={**os.environ, **SANDBOX_CREDENTIALS}, log_path=log,
     )
-    url = f"http://{host}:{port}"
+    url = f"https://{host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DeployerError(f"the sandbox AWS endpoint exited at start; see {log}")
-        if is_up(url):
-            return Endpoint(url, proc.pid, log)
+        if is_up(url, cert):
+            return Endpoint(url, proc.pid, log, cert)
         time.sleep(0.1)
     proc.kill()
     raise DeployerError(f"the sandbox AWS endpoint did not answer on {url} in {timeout:.0f}s; see {log}")
 
 
-def is_up(url: str) -> bool:
+def is_up(url: str, ca_bundle: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_bundle))
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1):
+        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1, context=context):
             return True
     except (urllib.error.URLError, OSError):
         return False
@@ -69,20 +114,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
     args = parser.parse_args(argv)
     from moto import server
 
     from deployer.sandbox import moto_patches
 
     moto_patches.apply()
-    server.main(["--host", args.host, "--port", str(args.port)])
+    server.main(["--host", args.host, "--port", str(args.port), "--ssl",
+                 "--ssl-cert", args.cert, "--ssl-key", args.key])
 
 
 if __name__ == "__main__":
     main()
 
 
-def write_profile(aws_dir: Path, profile: str, region: str) -> dict[str, str]:
+def write_profile(aws_dir: Path, profile: str, region: str, ca_bundle: Path) -> dict[str, str]:
     """Write a shared config and credentials file holding `profile` with the dummy credentials,
     and return the environment that selects them. SDKs refuse an AWS_PROFILE they cannot find,
     even when keys are in the environment, so the sandbox profile must exist on disk."""
@@ -100,5 +148,6 @@ def write_profile(aws_dir: Path, profile: str, region: str) -> dict[str, str]:
         "AWS_REGION": region,
         "AWS_CONFIG_FILE": str(aws_dir / "config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_CA_BUNDLE": str(ca_bundle),
         **SANDBOX_CREDENTIALS,
     }

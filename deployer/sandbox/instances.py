@@ -80,6 +80,7 @@ def main(argv: list[str]) -> int:
     root = Path(argv[0])
     state = json.loads((root / "state.json").read_text())
     ec2 = boto3.client("ec2", endpoint_url=state["endpoint"]["url"], region_name="us-east-1",
+                       verify=state["endpoint"]["ca_bundle"],
                        aws_access_key_id="sandbox", aws_secret_access_key="sandbox-secret")
 
     def log(text: str) -> None:
