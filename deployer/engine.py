@@ -220,12 +220,18 @@ def parse_lock_holder(output: str) -> str | None:
 
 
 def first_error(output: str) -> str:
-    """The first `Error: …` line of engine output, for a one-line message."""
-    for line in output.splitlines():
-        stripped = line.strip(" │╷╵")
-        if stripped.startswith("Error:"):
-            return stripped
-    tail = [ln for ln in output.splitlines() if ln.strip()]
+    """The first `Error: …` of engine output with its explanation, as one line."""
+    lines = [ln.strip(" │╷╵") for ln in output.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("Error:"):
+            detail = []
+            for follow in lines[i + 1:]:
+                if follow.startswith(("Error:", "Warning:")):
+                    break
+                if follow and not follow.startswith(("with ", "on ")) and ":" not in follow[:6]:
+                    detail.append(follow)
+            return " ".join([line, *detail[:2]])
+    tail = [ln for ln in lines if ln.strip()]
     return tail[-1].strip() if tail else "no output"
 
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+
 from conftest import DEPLOY, Project
 
 pytestmark = pytest.mark.slow

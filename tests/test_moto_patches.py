@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from conftest import Project
-
 from deployer.sandbox.moto_patches import applicable_statements
 from deployer.state import tls_statement
+
+from conftest import Project
 
 
 def test_bool_conditions_decide_whether_a_statement_applies() -> None:
@@ -29,3 +29,31 @@ def test_tls_only_bucket_policy_lets_tls_requests_through(project: Project) -> N
         {"Version": "2012-10-17", "Statement": [tls_statement(bucket)]}))
     s3.put_object(Bucket=bucket, Key="state", Body=b"{}")
     assert s3.get_object(Bucket=bucket, Key="state")["Body"].read() == b"{}"
+
+
+def test_subnet_ipv6_association_state_is_a_plain_state(project: Project) -> None:
+    """Unpatched moto 5.2.5 answers "{'State': 'associated'}" and the provider never settles."""
+    ec2 = project.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    vpc_v6 = ec2.describe_vpcs(VpcIds=[vpc["VpcId"]])["Vpcs"][0]["Ipv6CidrBlockAssociationSet"][0]
+    block = vpc_v6["Ipv6CidrBlock"].replace("::/56", "::/64")
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="10.9.1.0/24", Ipv6CidrBlock=block)
+    got = ec2.describe_subnets(SubnetIds=[subnet["Subnet"]["SubnetId"]])["Subnets"][0]
+    states = [a["Ipv6CidrBlockState"]["State"] for a in got["Ipv6CidrBlockAssociationSet"]]
+    assert states == ["associated"]
+
+
+def test_groups_given_per_network_interface_are_the_instance_groups(project: Project) -> None:
+    """How the AWS provider 3.39 launches into a subnet; unpatched moto reports no groups."""
+    ec2 = project.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName=f"{project.profile}-nic", Description="t",
+                                      VpcId=vpc)["GroupId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    run = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, NetworkInterfaces=[{
+        "DeviceIndex": 0, "SubnetId": subnet, "Groups": [group],
+        "AssociatePublicIpAddress": True}])
+    instance_id = run["Instances"][0]["InstanceId"]
+    got = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    assert [g["GroupId"] for g in got["SecurityGroups"]] == [group]

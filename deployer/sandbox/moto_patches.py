@@ -8,6 +8,15 @@ tests/test_moto_patches.py that fails if the fix is lost.
    whose condition does not hold is treated as a denial instead of not applying. The patch
    evaluates `Bool` conditions against the request (https or not) and drops statements whose
    conditions do not hold; other operators keep moto's behaviour.
+2. Subnet IPv6 association state (moto 5.2.5, ec2/models/subnets.py
+   `Subnet.ipv6_cidr_block_association_set`): the state is answered as the stringified dict
+   "{'State': 'associated'}" instead of "associated", so the AWS provider waits for an
+   association that never settles and re-plans the subnet forever.
+3. Instance security groups given per network interface (moto 5.2.5, ec2/models/instances.py
+   `Instance.prep_nics`): the AWS provider 3.39 launches into a subnet through
+   `NetworkInterface.N.SecurityGroupId`; moto attaches those groups to the interface at most and
+   reports none on the instance, so `vpc_security_group_ids` never settles. The patch carries
+   them over as AWS does: the primary interface's groups are the instance's groups.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ def apply() -> None:
             f"deployer's moto patches are written for moto {PINNED}, not {moto.__version__};"
             " install moto[server]=={PINNED} (pip install 'deployer[sandbox]')")
     _patch_bucket_policy_conditions()
+    _patch_subnet_ipv6_state()
+    _patch_instance_nic_security_groups()
 
 
 def request_is_tls() -> bool | None:
@@ -77,3 +88,41 @@ def _patch_bucket_policy_conditions() -> None:
         return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(action, resource)
 
     FakeBucket.get_permission = get_permission
+
+
+def _patch_subnet_ipv6_state() -> None:
+    from moto.ec2.models.subnets import Subnet
+
+    def ipv6_cidr_block_association_set(self: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "ipv6CidrBlock": association["ipv6CidrBlock"],
+                "associationId": association["associationId"],
+                "ipv6CidrBlockState": {"state": association["ipv6CidrBlockState"]["State"]},
+            }
+            for association in self.ipv6_cidr_block_associations.values()
+            if association["ipv6CidrBlockState"]["State"] == "associated"
+        ]
+
+    Subnet.ipv6_cidr_block_association_set = property(ipv6_cidr_block_association_set)
+
+
+def _patch_instance_nic_security_groups() -> None:
+    from moto.ec2.models.instances import Instance
+
+    original = Instance.prep_nics
+
+    def prep_nics(self: Any, nic_spec: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        for nic in nic_spec:
+            ids = nic.get("SecurityGroupId") or nic.get("SecurityGroupIds")
+            if ids and not nic.get("Groups"):
+                nic["Groups"] = list(ids) if isinstance(ids, list) else [ids]
+        original(self, nic_spec, *args, **kwargs)
+        primary = self.nics.get(0)
+        if not self.security_groups and primary is not None:
+            self.security_groups = [
+                self.ec2_backend.get_security_group_from_id(g) if isinstance(g, str) else g
+                for g in primary._group_set
+            ]
+
+    Instance.prep_nics = prep_nics
