@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +146,25 @@ def start_background(argv: Sequence[str], *, env: Mapping[str, str], log_path: P
             [str(a) for a in argv], cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+
+def is_alive(pid: int, marker: str) -> bool:
+    """The pid runs and its command line contains `marker` (a reused pid is not ours)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, ValueError):
+        return False
+    return marker in cmdline
+
+
+def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
+    """Stop our process `pid` (TERM, then KILL). False when it was not running."""
+    if not is_alive(pid, marker):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and is_alive(pid, marker):
+        time.sleep(0.05)
+    if is_alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+    return True

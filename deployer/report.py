@@ -79,7 +79,8 @@ def _verdict(result: RunResult) -> str:
 def fleet(result: FleetResult) -> None:
     width = max((len(h.host) for h in result.hosts), default=0)
     for h in result.hosts:
-        detail = h.reason + (f" (release {h.release})" if h.release and h.status != FAILED else "")
+        shown = h.release and h.status != FAILED and h.release not in h.reason
+        detail = h.reason + (f" (release {h.release})" if shown else "")
         line(f"  host     {h.host:<{width}}  {h.status:<9} {detail}".rstrip())
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployer import process
 from deployer.errors import ConfigError, DeployerError
+from deployer.process import is_alive, stop_pid
 from deployer.results import CHANGED, UNCHANGED, StepResult
 from deployer.sandbox import endpoint
 from deployer.sandbox.provider import ensure_provider_mirror
@@ -62,28 +61,6 @@ class Paths:
 
 def paths(work_dir: Path) -> Paths:
     return Paths(work_dir / "sandbox")
-
-
-def is_alive(pid: int, marker: str) -> bool:
-    """The pid runs and its command line contains `marker` (a reused pid is not ours)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, ValueError):
-        return False
-    return marker in cmdline
-
-
-def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
-    """Stop our process `pid` (TERM, then KILL). False when it was not running."""
-    if not is_alive(pid, marker):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_alive(pid, marker):
-        time.sleep(0.05)
-    if is_alive(pid, marker):
-        os.kill(pid, signal.SIGKILL)
-    return True
 
 
 def _read_state(p: Paths) -> dict:

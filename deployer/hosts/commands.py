@@ -1,0 +1,144 @@
+"""Pure builders: each returns the shell command a step runs on a host, and runs nothing.
+
+Every path argument is absolute (the caller resolves the remote $HOME once) and quoted. No
+secret ever appears in a command: rendered files travel by SFTP.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+q = shlex.quote
+
+LOCK_DIR = ".deploy-lock"
+META_DIR = ".deploy"  # in each release: fingerprint, files.json, ok
+
+
+def ready_check(marker: str) -> str:
+    return f'test -f "$HOME"/{q(marker)}'
+
+
+def probe(root: str) -> str:
+    """One round trip: the current release, its fingerprint and the lock holder, as key=value."""
+    r = q(root)
+    return (
+        f"cd {r} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
+        f' printf "current=%s\\n" "$(readlink current 2>/dev/null)";'
+        f' printf "fingerprint=%s\\n" "$(cat current/{META_DIR}/fingerprint 2>/dev/null)";'
+        f' printf "lock=%s\\n" "$(cat {LOCK_DIR}/info 2>/dev/null | tr "\\n" " ")"'
+    )
+
+
+def acquire_lock(root: str, info: str) -> str:
+    """Atomic mkdir; exit 3 and print the holder when someone else has it."""
+    r = q(root)
+    return (f"mkdir -p {r} && if mkdir {r}/{LOCK_DIR} 2>/dev/null; then"
+            f" printf '%s\\n' {q(info)} > {r}/{LOCK_DIR}/info; else"
+            f" cat {r}/{LOCK_DIR}/info 2>/dev/null || echo unknown; exit 3; fi")
+
+
+def release_lock(root: str) -> str:
+    return f"rm -rf {q(root)}/{LOCK_DIR}"
+
+
+def resolve_ref(repo: str, ref: str) -> str:
+    """The commit `ref` names in `repo` (a branch, a tag or a full sha), as the host sees it."""
+    return (f"git ls-remote {q(repo)} {q(ref)} {q('refs/heads/' + ref)} {q('refs/tags/' + ref + '^{}')}"
+            f" {q('refs/tags/' + ref)}")
+
+
+def fetch_release(repo: str, sha: str, release: str) -> str:
+    """Clone `repo` at `sha` into a fresh release directory."""
+    d = q(release)
+    return (f"rm -rf {d} && mkdir -p {d} && git clone --quiet --no-checkout {q(repo)} {d}"
+            f" && git -C {d} -c advice.detachedHead=false checkout --quiet {q(sha)}"
+            f" && mkdir -p {d}/{META_DIR}")
+
+
+def copy_release(source: str, release: str) -> str:
+    """A new release that starts as a copy of `source` (same commit, new config)."""
+    return (f"rm -rf {q(release)} && cp -a {q(source)}/. {q(release)}/ 2>/dev/null"
+            f" || {{ mkdir -p {q(release)} && cp -a {q(source)}/. {q(release)}/; }};"
+            f" rm -f {q(release)}/{META_DIR}/ok {q(release)}/{META_DIR}/fingerprint")
+
+
+def link_shared(root: str, release: str, paths: tuple[str, ...]) -> str:
+    parts = [f"mkdir -p {q(root)}/shared"]
+    for p in paths:
+        parts.append(f"mkdir -p {q(root + '/shared/' + p)} && rm -rf {q(release + '/' + p)}"
+                     f" && ln -sfn {q(root + '/shared/' + p)} {q(release + '/' + p)}")
+    return " && ".join(parts)
+
+
+def make_dirs(paths: list[str]) -> str:
+    return "mkdir -p " + " ".join(q(p) for p in sorted(set(paths)))
+
+
+def run_script(release: str, script: str, env: dict[str, str]) -> str:
+    """Run the release's install script in the release directory with non-secret context."""
+    exports = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
+    return f"cd {q(release)} && chmod +x {q(script)} && env {exports} ./{script}"
+
+
+def health_command(release: str, command: str) -> str:
+    return f"cd {q(release)} && {command}"
+
+
+def health_url(url: str) -> str:
+    """Fetch `url` on the host with curl, or python3 where curl is missing."""
+    py = ("import sys,urllib.request;"
+          "sys.exit(0 if urllib.request.urlopen(sys.argv[1],timeout=5).status<400 else 1)")
+    return (f"if command -v curl >/dev/null; then curl -fsS -m 5 -o /dev/null {q(url)};"
+            f" else python3 -c {q(py)} {q(url)}; fi")
+
+
+def switch_current(root: str, release_name: str) -> str:
+    """Point `current` at the release atomically: a new symlink renamed over the old one."""
+    r = q(root)
+    return (f"ln -sfn {q('releases/' + release_name)} {r}/.current.tmp"
+            f" && mv -T {r}/.current.tmp {r}/current")
+
+
+def mark_ok(release: str, fingerprint: str) -> str:
+    m = f"{q(release)}/{META_DIR}"
+    return f"mkdir -p {m} && printf '%s' {q(fingerprint)} > {m}/fingerprint && touch {m}/ok"
+
+
+def list_releases(root: str) -> str:
+    """Releases, oldest first, each with `ok` when its deploy passed its health checks."""
+    r = q(root)
+    return (f"cd {r}/releases 2>/dev/null || exit 0; for d in */; do d=${{d%/}};"
+            f" if [ -f \"$d/{META_DIR}/ok\" ]; then echo \"$d ok\"; else echo \"$d failed\"; fi; done")
+
+
+def remove_releases(root: str, names: list[str]) -> str:
+    return "rm -rf " + " ".join(q(f"{root}/releases/{n}") for n in names) if names else "true"
+
+
+def audit(root: str, line: str) -> str:
+    return f"mkdir -p {q(root)} && printf '%s\\n' {q(line)} >> {q(root)}/audit.log"
+
+
+def audit_tail(root: str, lines: int = 5) -> str:
+    return f"tail -n {int(lines)} {q(root)}/audit.log 2>/dev/null || true"
+
+
+def has_systemd() -> str:
+    return "test -d /run/systemd/system"
+
+
+def install_unit(unit_path: str, name: str) -> str:
+    sudo = '$( [ "$(id -u)" = 0 ] || echo "sudo -n" )'
+    return (f"{sudo} install -m 0644 {q(unit_path)} /etc/systemd/system/{q(name)}.service"
+            f" && {sudo} systemctl daemon-reload && {sudo} systemctl enable {q(name)}"
+            f" && {sudo} systemctl restart {q(name)}")
+
+
+def nohup_service(root: str, name: str, workdir: str, exec_start: str, env_files: list[str]) -> str:
+    """The stand-in supervisor for hosts without systemd: ExecStart under nohup, with a pid file."""
+    pid = q(f"{root}/{name}.pid")
+    log = q(f"{root}/{name}.log")
+    sources = " ".join(f"[ -f {q(f)} ] && . {q(f)};" for f in env_files)
+    return (f"if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; sleep 0.2; fi;"
+            f" cd {q(workdir)} && (set -a; {sources} set +a;"
+            f" nohup {exec_start} >> {log} 2>&1 < /dev/null & echo $! > {pid})")

@@ -1,0 +1,239 @@
+"""SSH connections: verified host keys, an optional jump host, retried connects, one connection
+per host for all its steps, a timeout on every command, everything logged through the masker.
+
+Host keys are checked against a per-environment known_hosts file the tool keeps
+(`.deployer/known_hosts/<env>`). An unknown key is refused unless the operator allows first
+contact (OpenSSH `accept-new`); a changed key is always refused. (Fabric alone would add unknown
+keys silently and load no known_hosts.)
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fabric
+import invoke
+import paramiko
+import tenacity
+
+from deployer.errors import ConfigError, HostError
+from deployer.logs import RunLog
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 600.0
+CONNECT_ATTEMPTS = 4
+_HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<address>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])"
+                   r"(?::(?P<port>\d{1,5}))?$")
+
+
+@dataclass(frozen=True)
+class Host:
+    user: str
+    address: str
+    port: int = 22
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.address}" + (f":{self.port}" if self.port != 22 else "")
+
+
+def parse_host(text: str, *, default_user: str, default_port: int = 22) -> Host:
+    """`ec2-user@10.0.0.5:2222` → Host. Raises ValueError for anything else.
+
+    >>> parse_host("edge-1", default_user="ec2-user")
+    Host(user='ec2-user', address='edge-1', port=22)
+    """
+    match = _HOST.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not user@host[:port]")
+    port = int(match["port"] or default_port)
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return Host(match["user"] or default_user, match["address"].strip("[]"), port)
+
+
+class HostKeyUnknown(HostError):
+    pass
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    """Unknown key: add it when first contact is allowed (and save the file), else refuse."""
+
+    _save_lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path, accept_new: bool):
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if not self.accept_new:
+            raise HostKeyUnknown(
+                f"{hostname}: unknown host key ({key.get_name()} {key.get_fingerprint().hex()});"
+                f" not in {self.known_hosts}. Check it, then rerun with --accept-new-host-keys")
+        with self._save_lock:
+            keys = paramiko.HostKeys()
+            if self.known_hosts.exists():
+                keys.load(str(self.known_hosts))
+            keys.add(hostname, key.get_name(), key)
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            keys.save(str(self.known_hosts))
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the host is not up (yet), or the connection dropped."""
+    if isinstance(exc, (HostKeyUnknown, paramiko.BadHostKeyException,
+                        paramiko.AuthenticationException)):
+        return False
+    return isinstance(exc, (OSError, EOFError, socket.timeout, paramiko.SSHException,
+                            paramiko.ssh_exception.NoValidConnectionsError))
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+class _Lines:
+    """A file-like sink that hands complete lines to `emit` (parallel hosts never interleave)."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self.emit = emit
+        self.buffer = ""
+
+    def write(self, data: str) -> None:
+        self.buffer += data
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            self.emit(line)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.emit(self.buffer)
+            self.buffer = ""
+
+
+class Remote:
+    """One host's SSH connection, opened once and reused for every step."""
+
+    def __init__(self, host: Host, *, known_hosts: Path, key_file: str, accept_new: bool,
+                 log: RunLog, gateway: Host | None = None):
+        self.host = host
+        self.log = log
+        config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
+        kwargs: dict[str, Any] = {"allow_agent": not key_file, "look_for_keys": not key_file}
+        if key_file:
+            kwargs["key_filename"] = [key_file]
+        gw = None
+        if gateway is not None:
+            gw = fabric.Connection(gateway.address, user=gateway.user, port=gateway.port,
+                                   config=config, connect_timeout=CONNECT_TIMEOUT,
+                                   connect_kwargs=dict(kwargs))
+            self._verify_keys(gw, known_hosts, accept_new)
+        self.conn = fabric.Connection(host.address, user=host.user, port=host.port, config=config,
+                                      gateway=gw, connect_timeout=CONNECT_TIMEOUT,
+                                      connect_kwargs=kwargs)
+        self._verify_keys(self.conn, known_hosts, accept_new)
+        self.known_hosts = known_hosts
+        self._home = ""
+
+    @staticmethod
+    def _verify_keys(conn: fabric.Connection, known_hosts: Path, accept_new: bool) -> None:
+        conn.client.set_missing_host_key_policy(_Policy(known_hosts, accept_new))
+        if known_hosts.exists():
+            conn.client.load_host_keys(str(known_hosts))
+
+    def open(self) -> None:
+        """Connect, retrying while the host is not reachable yet; never retry a bad key or login."""
+        try:
+            for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception(_transient),
+                wait=tenacity.wait_exponential(multiplier=0.5, max=5),
+                stop=tenacity.stop_after_attempt(CONNECT_ATTEMPTS), reraise=True,
+            ):
+                with attempt:
+                    self.conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise HostError(
+                f"{self.host}: the host key CHANGED (now {exc.key.get_name()}"
+                f" {exc.key.get_fingerprint().hex()}); refusing to connect. If the host was"
+                f" rebuilt, remove its line from {self.known_hosts}") from None
+        except HostKeyUnknown:
+            raise
+        except paramiko.AuthenticationException:
+            raise HostError(f"{self.host}: authentication failed (check DEPLOYER_SSH_KEY and the"
+                            " host's authorized_keys)") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"{self.host}: unreachable after {CONNECT_ATTEMPTS} attempts: {exc}") from None
+
+    @property
+    def home(self) -> str:
+        """The remote $HOME (SFTP paths are absolute: its working directory is not $HOME)."""
+        if not self._home:
+            self._home = self.run('printf %s "$HOME"', check=True).stdout.strip()
+        return self._home
+
+    def run(self, command: str, *, timeout: float = COMMAND_TIMEOUT, check: bool = False,
+            on_line: Callable[[str], None] | None = None, what: str = "") -> Result:
+        """Run one shell command; its output goes to the run log (masked), and to `on_line`."""
+        self.log.write(f"[{self.host}] $ {command}")
+
+        def emit(line: str) -> None:
+            masked = self.log.write(f"[{self.host}] {line}")
+            if on_line is not None:
+                on_line(masked.split("] ", 1)[1] if "] " in masked else masked)
+
+        out, err = _Lines(emit), _Lines(emit)
+        try:
+            done = self.conn.run(command, warn=True, timeout=timeout, in_stream=False,
+                                 out_stream=out, err_stream=err)
+        except invoke.exceptions.CommandTimedOut:
+            raise HostError(f"{self.host}: {what or 'a command'} timed out after {timeout:.0f}s") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"{self.host}: connection lost during {what or 'a command'}: {exc}") from None
+        finally:
+            out.flush()
+            err.flush()
+        result = Result(done.exited, done.stdout, done.stderr)
+        if check and not result.ok:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise HostError(f"{self.host}: {what or 'command'} failed (exit {done.exited}):"
+                            f" {self.log.masker.mask(tail[0])}")
+        return result
+
+    def put(self, data: bytes, path: str, *, mode: int) -> None:
+        """Upload `data` to the absolute `path` with `mode`, through SFTP (never a command line):
+        written to a temporary name with its mode set first, then renamed into place."""
+        self.log.write(f"[{self.host}] upload {path} (mode {mode:o}, {len(data)} bytes)")
+        try:
+            sftp = self.conn.sftp()
+            tmp = f"{path}.deploy-tmp"
+            with sftp.open(tmp, "wb") as f:
+                sftp.chmod(tmp, mode)
+                f.write(data)
+            sftp.posix_rename(tmp, path)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostError(f"{self.host}: upload of {path} failed: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def gateway_for(text: str, *, default_user: str, where: str) -> Host | None:
+    if not text:
+        return None
+    try:
+        return parse_host(text, default_user=default_user)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

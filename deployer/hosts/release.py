@@ -1,0 +1,346 @@
+"""One host's deploy, as probe → act → report.
+
+    wait for the ready marker → probe (current release, fingerprint, lock) → unchanged? stop
+    → lock → new release dir (clone at the sha, or a copy of current for a config-only change)
+    → upload changed files (0600 for secrets) → install script → service → health checks
+    → switch `current` atomically → prune old releases → audit line → unlock
+
+A failed health check leaves `current` where it was and restarts the previous release, so it
+keeps serving. Config-only changes make a new release too (a copy of current with the changed
+files), so `deploy rollback` can go back to the previous configuration.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deployer import templates
+from deployer.config import EnvConfig, Settings
+from deployer.errors import HostError
+from deployer.hosts import commands as cmd
+from deployer.hosts.connection import Host, Remote
+from deployer.results import CHANGED, FAILED, UNCHANGED, HostResult, Progress, StepResult
+from deployer.stacks import HealthCheck, Stack
+
+SHA = re.compile(r"^[0-9a-f]{40}$")
+READY_POLL = 2.0
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a host should have: the commit, the rendered files (path → content, secret) and
+    the service unit, summarised by a fingerprint."""
+
+    sha: str
+    files: dict[str, tuple[bytes, bool]]
+    unit: bytes
+    fingerprint: str
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """Hashes only: what is on the host can be compared without reading secrets back."""
+        return {"sha": self.sha, "fingerprint": self.fingerprint,
+                "files": {p: hashlib.sha256(c).hexdigest() for p, (c, _) in self.files.items()}}
+
+
+def context(stack: Stack, env: EnvConfig, host: Host, outputs: Mapping[str, object]) -> dict[str, Any]:
+    """What templates see: every env-file value by its own name, plus the host and the run."""
+    return {**env.values, "host": {"user": host.user, "address": host.address, "port": host.port},
+            "env_name": env.name, "stack_name": stack.name, "outputs": dict(outputs)}
+
+
+def render(stack: Stack, env: EnvConfig, project: Path, host: Host, sha: str,
+           outputs: Mapping[str, object]) -> Rendered:
+    assert stack.app is not None
+    ctx = context(stack, env, host, outputs)
+    files = {f.path: (templates.render_file(project / f.template, ctx).encode(), f.secret)
+             for f in stack.app.files}
+    unit = b""
+    if stack.app.service is not None:
+        unit = templates.render_file(project / stack.app.service.template, ctx).encode()
+    digest = hashlib.sha256()
+    digest.update(json.dumps({
+        "sha": sha, "install": stack.app.install,
+        "files": sorted((p, hashlib.sha256(c).hexdigest(), s) for p, (c, s) in files.items()),
+        "unit": hashlib.sha256(unit).hexdigest(), "shared": list(stack.app.shared_paths),
+    }, sort_keys=True).encode())
+    return Rendered(sha, files, unit, digest.hexdigest()[:16])
+
+
+def parse_kv(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()} pid={os.getpid()}"
+
+
+def app_root(stack: Stack, remote: Remote) -> str:
+    assert stack.app is not None
+    root = stack.app.root
+    return root if root.startswith("/") else f"{remote.home}/{root}"
+
+
+def wait_ready(remote: Remote, marker: str, timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    said = 0.0
+    while not remote.run(cmd.ready_check(marker), timeout=30, what="ready check").ok:
+        now = time.monotonic()
+        if now > deadline:
+            raise HostError(f"{remote.host}: not ready after {timeout:.0f}s (no ~/{marker}; is"
+                            " the instance still booting? see its console output)")
+        if now - said > 10:
+            progress(f"[{remote.host}] waiting for ~/{marker} (host still booting)")
+            said = now
+        time.sleep(READY_POLL)
+
+
+def resolve_sha(remote: Remote, repo: str, ref: str) -> str:
+    if SHA.match(ref):
+        return ref
+    found = remote.run(cmd.resolve_ref(repo, ref), timeout=60, check=True, what="git ls-remote")
+    lines = [ln.split() for ln in found.stdout.splitlines() if ln.strip()]
+    peeled = [sha for sha, name in lines if name.endswith("^{}")]
+    shas = peeled or [sha for sha, _ in lines]
+    if not shas:
+        raise HostError(f"{remote.host}: git ref {ref!r} is not in {repo}")
+    return shas[0]
+
+
+def _lock_is_stale(info: str) -> bool:
+    """A lock whose holder is a process of this machine that no longer runs."""
+    match = re.search(r"^(\S+@(\S+)) pid=(\d+)", info.strip())
+    if not match or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(3)), 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+
+
+def health(remote: Remote, checks: tuple[HealthCheck, ...], release: str, ctx: dict[str, Any],
+           progress: Progress) -> str | None:
+    """Run every check with retries until its deadline; the first that fails, or None."""
+    for check in checks:
+        if check.url:
+            command = cmd.health_url(templates.render_string(check.url, ctx, name=f"health {check.name}"))
+        else:
+            command = cmd.health_command(release, check.command)
+        deadline = time.monotonic() + check.deadline
+        for attempt in range(1, check.retries + 1):
+            if remote.run(command, timeout=30, what=f"health check {check.name}").ok:
+                progress(f"[{remote.host}] health check '{check.name}' passed")
+                break
+            if attempt == check.retries or time.monotonic() + check.interval > deadline:
+                return check.name
+            time.sleep(check.interval)
+    return None
+
+
+def start_service(remote: Remote, stack: Stack, root: str, release: str, progress: Progress) -> str:
+    """Install and (re)start the stack's service; say how."""
+    app = stack.app
+    assert app is not None and app.service is not None
+    service = app.service
+    unit_path = f"{release}/{cmd.META_DIR}/{service.name}.service"
+    if remote.run(cmd.has_systemd(), timeout=30).ok:
+        remote.run(cmd.install_unit(unit_path, service.name), timeout=120, check=True,
+                   what=f"systemctl restart {service.name}")
+        return f"systemd unit {service.name} restarted"
+    if service.fallback != "nohup":
+        raise HostError(
+            f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
+            f" {service.name}.service cannot be started; the unit is at {unit_path}. Declare"
+            f" app.service.fallback = \"nohup\" in {stack.path} to run it without systemd")
+    unit = remote.run(f"cat {cmd.q(unit_path)}", timeout=30, check=True).stdout
+    fields = _unit_fields(unit)
+    if "ExecStart" not in fields:
+        raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
+    workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
+    env_files = [f.lstrip("-").replace("%h", remote.home)
+                 for f in fields.get("EnvironmentFile", "").split()]
+    remote.run(cmd.nohup_service(root, service.name, workdir, fields["ExecStart"], env_files),
+               timeout=60, check=True, what=f"start {service.name} (nohup)")
+    progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
+             " (the stack's fallback supervisor), not as a systemd service")
+    return f"{service.name} started under nohup (host has no systemd)"
+
+
+def _unit_fields(unit: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
+                outputs: Mapping[str, object], progress: Progress) -> HostResult:
+    """Make one host match the env file; see the module docstring for the steps."""
+    app, hosts = stack.app, stack.hosts
+    assert app is not None and hosts is not None
+    host = remote.host
+    say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
+    remote.open()
+    if hosts.ready_marker:
+        wait_ready(remote, hosts.ready_marker, hosts.ready_timeout, progress)
+    root = app_root(stack, remote)
+    repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
+    state = parse_kv(remote.run(cmd.probe(root), timeout=30, check=True, what="probe").stdout)
+    sha = resolve_sha(remote, repo, ref)
+    wanted = render(stack, env, settings.project, host, sha, outputs)
+    if state.get("fingerprint") == wanted.fingerprint:
+        current = state.get("current", "").removeprefix("releases/")
+        return HostResult(str(host), UNCHANGED, f"release {current} already current",
+                          current, wanted.fingerprint)
+    steps: list[StepResult] = []
+    since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    info = f"{who()} since {since} deploying {stack.name}/{env.name} {ref} {sha[:7]}"
+    lock = remote.run(cmd.acquire_lock(root, info), timeout=30, what="lock")
+    if lock.code == 3 and _lock_is_stale(lock.stdout):
+        say(f"breaking a stale deploy lock ({lock.stdout.strip()}): that process is gone")
+        remote.run(cmd.release_lock(root), timeout=30, check=True, what="unlock")
+        lock = remote.run(cmd.acquire_lock(root, info), timeout=30, what="lock")
+    if lock.code == 3:
+        return HostResult(str(host), FAILED, f"deploy lock held by {lock.stdout.strip()}",
+                          locked=True)
+    if not lock.ok:
+        raise HostError(f"{host}: could not take the deploy lock: {lock.stderr.strip()}")
+    name = f"{time.strftime('%Y%m%d%H%M%S')}-{sha[:7]}"
+    release = f"{root}/releases/{name}"
+    previous = state.get("current", "")
+    try:
+        changed_files = _stage_release(remote, root, release, previous, wanted, stack, repo, say,
+                                       steps)
+        say(f"running {app.install}")
+        script = remote.run(cmd.run_script(release, app.install, {
+            "DEPLOY_RELEASE": name, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name}),
+            on_line=lambda line: say(f"  {line}"), what=app.install)
+        if not script.ok:
+            _audit(remote, root, ref, sha, wanted.fingerprint,
+                   f"failed: {app.install} exit {script.code}")
+            _restore(remote, stack, root, previous, say)
+            return HostResult(str(host), FAILED, f"{app.install} failed (exit {script.code});"
+                              f" current stays {previous or 'unset'}", name, wanted.fingerprint,
+                              tuple(steps))
+        steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
+        if app.service is not None:
+            # The unit runs from `current`: switch first, and switch back if the checks fail.
+            remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
+            steps.append(StepResult("service", CHANGED,
+                                    start_service(remote, stack, root, release, progress)))
+        failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
+        if failed is not None:
+            _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: health check {failed}")
+            restored = _restore(remote, stack, root, previous, say)
+            return HostResult(str(host), FAILED,
+                              f"health check '{failed}' failed on {host}; release {name} not made"
+                              f" current; {restored}", name, wanted.fingerprint, tuple(steps))
+        remote.run(cmd.mark_ok(release, wanted.fingerprint), timeout=30, check=True, what="mark")
+        remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
+        steps.append(StepResult("current", CHANGED, f"now {name}"))
+        _prune(remote, root, app.keep_releases, name)
+        _audit(remote, root, ref, sha, wanted.fingerprint, "ok")
+        what = (f"config only: {', '.join(changed_files)}" if changed_files is not None
+                else f"new commit {sha[:7]}")
+        return HostResult(str(host), CHANGED, f"{what}; reran {app.install}", name,
+                          wanted.fingerprint, tuple(steps))
+    finally:
+        try:
+            remote.run(cmd.release_lock(root), timeout=30, what="unlock")
+        except HostError:
+            pass  # the connection is gone; the next run sees the holder is dead and breaks it
+
+
+def _stage_release(remote: Remote, root: str, release: str, previous: str, wanted: Rendered,
+                   stack: Stack, repo: str, say: Any, steps: list[StepResult]) -> list[str] | None:
+    """Build the release directory. Returns the changed file paths for a config-only change
+    (same commit as current), or None for a new commit."""
+    app = stack.app
+    assert app is not None
+    manifest = {}
+    if previous:
+        manifest_path = f"{root}/{previous}/{cmd.META_DIR}/manifest.json"
+        got = remote.run(f"cat {cmd.q(manifest_path)}", timeout=30)
+        manifest = json.loads(got.stdout) if got.ok and got.stdout.strip() else {}
+    new_hashes = wanted.manifest["files"]
+    if manifest.get("sha") == wanted.sha:
+        changed = sorted(p for p, h in new_hashes.items() if manifest.get("files", {}).get(p) != h)
+        say(f"same commit {wanted.sha[:7]}; config changed: {', '.join(changed) or 'service unit'}")
+        remote.run(cmd.copy_release(f"{root}/{previous}", release), timeout=300, check=True,
+                   what="copy release")
+        upload = changed
+        result: list[str] | None = changed
+    else:
+        say(f"fetching {wanted.sha[:7]} into {release}")
+        remote.run(cmd.fetch_release(repo, wanted.sha, release), timeout=600,
+                   check=True, what="git clone")
+        upload = sorted(wanted.files)
+        result = None
+    steps.append(StepResult("release", CHANGED, release))
+    if app.shared_paths:
+        remote.run(cmd.link_shared(root, release, app.shared_paths), timeout=60, check=True,
+                   what="link shared paths")
+    dirs = [os.path.dirname(f"{release}/{p}") for p in upload] + [f"{release}/{cmd.META_DIR}"]
+    remote.run(cmd.make_dirs(dirs), timeout=30, check=True, what="mkdir")
+    for path in upload:
+        content, secret = wanted.files[path]
+        remote.put(content, f"{release}/{path}", mode=0o600 if secret else 0o644)
+    if upload:
+        steps.append(StepResult("files", CHANGED, ", ".join(upload)))
+    remote.put(json.dumps(wanted.manifest, indent=1).encode(),
+               f"{release}/{cmd.META_DIR}/manifest.json", mode=0o644)
+    if app.service is not None:
+        remote.put(wanted.unit, f"{release}/{cmd.META_DIR}/{app.service.name}.service", mode=0o644)
+    return result
+
+
+def _restore(remote: Remote, stack: Stack, root: str, previous: str, say: Any) -> str:
+    """After a failed release: restart the current one so it keeps serving."""
+    app = stack.app
+    assert app is not None
+    if not previous:
+        return "there was no previous release to keep serving"
+    release = f"{root}/{previous}"
+    if app.service is not None:
+        remote.run(cmd.switch_current(root, previous.removeprefix("releases/")), timeout=30,
+                   check=True, what="switch current back")
+    again = remote.run(cmd.run_script(release, app.install, {
+        "DEPLOY_RELEASE": previous.removeprefix("releases/"), "DEPLOY_APP_ROOT": root}),
+        what=f"restart {previous}")
+    if app.service is not None and again.ok:
+        start_service(remote, stack, root, release, say)
+    state = "restarted" if again.ok else f"restart FAILED (exit {again.code})"
+    say(f"rolled back: current stays {previous} ({state})")
+    return f"current stays {previous.removeprefix('releases/')} ({state})"
+
+
+def _prune(remote: Remote, root: str, keep: int, current: str) -> None:
+    listing = remote.run(cmd.list_releases(root), timeout=30, check=True, what="list releases")
+    rows = [ln.split() for ln in listing.stdout.splitlines() if ln.strip()]
+    ok = [n for n, s in rows if s == "ok"]
+    failed = [n for n, s in rows if s != "ok" and n != current]
+    old_ok = [n for n in ok[:-keep] if n != current] if len(ok) > keep else []
+    remote.run(cmd.remove_releases(root, old_ok + failed), timeout=120, check=True, what="prune")
+
+
+def _audit(remote: Remote, root: str, ref: str, sha: str, fingerprint: str, result: str) -> None:
+    line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {who()} ref={ref} sha={sha}"
+            f" fingerprint={fingerprint} result={result}")
+    remote.run(cmd.audit(root, line), timeout=30, what="audit")
+
+
