@@ -58,6 +58,10 @@ class Project:
                             region_name="us-east-1", verify=self.environ["AWS_CA_BUNDLE"],
                             aws_access_key_id="x", aws_secret_access_key="y")
 
+    def add_stack(self, name: str) -> None:
+        """A test-only stack from tests/data/<name>.toml."""
+        (self.path / "deployments" / "stacks" / f"{name}.toml").symlink_to(REPO / f"tests/data/{name}.toml")
+
     def add_probe_stack(self) -> None:
         """The test-only `probe` stack (tests/data): one VPC and a resource as slow as asked."""
         (self.path / "deployments" / "stacks" / "probe.toml").symlink_to(REPO / "tests/data/probe.toml")
@@ -116,6 +120,50 @@ def make_project(
 @pytest.fixture
 def project(make_project: Callable[..., Project]) -> Project:
     return make_project()
+
+
+@pytest.fixture(scope="session")
+def operator_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The operator's SSH key, generated at run time (never committed)."""
+    key = tmp_path_factory.mktemp("operator") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "operator", "-f", str(key)],
+                   check=True)
+    return key
+
+
+@pytest.fixture(scope="session")
+def app_origin(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """examples/chronos-app as a local bare git repository: the app's origin."""
+    from deployer.demo import ensure_app_origin
+
+    return ensure_app_origin(REPO, tmp_path_factory.mktemp("origin") / "app.git", dict(os.environ))
+
+
+_next_subnet = iter(range(100, 250))
+
+
+@pytest.fixture
+def ssh_hosts(tmp_path: Path, operator_key: Path) -> Iterator[Callable[[int], list]]:
+    """Start N emulated hosts (real OpenSSH sshd on distinct 127.x addresses, port 22)."""
+    from deployer.sandbox.sshd import SandboxHost
+
+    started: list[SandboxHost] = []
+
+    def start(count: int, *, ready: bool = True) -> list[SandboxHost]:
+        subnet = next(_next_subnet)
+        hosts = []
+        for i in range(1, count + 1):
+            host = SandboxHost(tmp_path / "hosts" / f"127.0.{subnet}.{i}", f"127.0.{subnet}.{i}")
+            host.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
+            if ready:
+                (host.home / ".setup_complete").write_text("test host\n")
+            started.append(host)
+            hosts.append(host)
+        return hosts
+
+    yield start
+    for host in started:
+        host.stop()
 
 
 def have(binary: str) -> bool:

@@ -105,10 +105,13 @@ class SandboxHost:
         raise DeployerError(f"sshd for {self.address}:{self.port} did not answer in {timeout:.0f}s")
 
     def stop(self) -> bool:
-        """Stop sshd and every process of the host's sessions (as a machine shutdown would)."""
-        stopped = stop_pid(self._pid(), str(self.config)) if self._pid() else False
-        for pid in _processes_with_home(self.home):
-            stopped = stop_pid(pid, "") or stopped
+        """Stop sshd, its connections, and every process of the host's sessions, as a machine
+        going down would."""
+        pid = self._pid()
+        doomed = _descendants(pid) if pid and self.is_running() else []
+        stopped = stop_pid(pid, str(self.config)) if pid else False
+        for other in doomed + _processes_with_home(self.home):
+            stopped = stop_pid(other, "") or stopped
         return stopped
 
 
@@ -118,6 +121,24 @@ def _answers(address: str, port: int) -> bool:
             return s.recv(4).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (sshd's per-connection children and their sessions)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _processes_with_home(home: Path) -> list[int]:

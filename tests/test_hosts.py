@@ -1,0 +1,252 @@
+"""Host deploys against real OpenSSH sshd hosts on loopback and a real git origin, through the
+real `deploy` CLI. The `web` stack (tests/data/web.toml) is the dashboard app on env-listed
+hosts; `edge` is the shipped edge stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DEPLOY, Project
+
+pytestmark = pytest.mark.slow
+
+SECRETS = {"jwt_secret_key": "jwt-5ecret-value-1234", "frp_token": "frp-t0ken-value-5678",
+           "db_password": "db-pa55word-value-90"}
+
+
+def free_port() -> int:
+    from deployer.sandbox.endpoint import free_port as fp
+
+    return fp()
+
+
+def web_project(project: Project, hosts: list, origin: str, key: Path, *, color: str = "#112233",
+                port: int | None = None, ref: str = "main", extra: str = "") -> Project:
+    project.add_stack("web")
+    project.environ["DEPLOYER_SSH_KEY"] = str(key)
+    port = port or free_port()
+    project.port = port  # type: ignore[attr-defined]
+    project.write_env("stage", "\n".join([
+        "web_hosts=" + " ".join(f"root@{h.address}" for h in hosts),
+        f"git_repo={origin}", f"git_ref={ref}",
+        *(f"{k}={v}" for k, v in SECRETS.items()),
+        f"background_color={color}", "vite_api_base_url=http://localhost/api",
+        f"TF_VAR_dashboard_port={port}",
+    ]) + "\n" + extra)
+    return project
+
+
+def page(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        return response.read().decode()
+
+
+def scan_for_secrets(project: Project, *texts: str) -> None:
+    logs = "".join(p.read_text() for p in (project.path / ".deployer" / "logs").glob("*.log"))
+    for value in SECRETS.values():
+        assert value not in logs, "secret in a log file"
+        for text in texts:
+            assert value not in text, "secret on the terminal"
+
+
+def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hosts, app_origin,
+                                                       operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    first = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed   new commit" in first.stdout
+    root = host.home / "web"
+    current = os.readlink(root / "current")
+    assert "#112233" in page(project.port)
+    assert (root / "current/dashboard_backend/.env.docker").stat().st_mode & 0o777 == 0o600
+    assert (root / "current/frp_config/frps.toml").stat().st_mode & 0o777 == 0o600
+    assert (root / "current/.env.deployment").read_text().splitlines()[2] == \
+        "DEPLOYMENT_URI=http://localhost"
+    assert "result=ok" in (root / "audit.log").read_text()
+
+    again = project.deploy("web", "stage", "--json")
+    assert again.returncode == 0
+    result = json.loads(again.stdout)
+    assert result["changed"] is False
+    assert result["fleet"]["hosts"][0]["status"] == "unchanged"
+    assert os.readlink(root / "current") == current
+
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("background_color=#112233", "background_color=#445566"))
+    config = project.deploy("web", "stage")
+    assert config.returncode == 0, config.stderr
+    assert "config only: dashboard_frontend/.env.docker; reran install.sh" in config.stdout
+    assert "uploads" not in config.stderr
+    log = max((project.path / ".deployer" / "logs").glob("*web-stage-apply.log")).read_text()
+    assert log.count(" upload ") == 2  # the changed file and the manifest, nothing else
+    assert "#445566" in page(project.port)
+    assert os.readlink(root / "current") != current
+
+    back = project.deploy("rollback", "web", "stage")
+    assert back.returncode == 0, back.stderr
+    assert os.readlink(root / "current") == current
+    assert "#112233" in page(project.port)
+
+    status = project.deploy("status", "web", "stage", "--json")
+    found = json.loads(status.stdout)[0]
+    assert found["current"] == current.removeprefix("releases/")
+    assert any("rollback" in line for line in found["audit"])
+    scan_for_secrets(project, first.stdout + first.stderr, config.stdout + config.stderr)
+
+
+def bad_origin(tmp_path: Path, origin: str, *, health: bool = True, sleep: float = 0) -> str:
+    """A copy of the app origin with one more commit: a failing /health, or a slow install."""
+    work = tmp_path / "work"
+    subprocess.run(["git", "clone", "-q", origin, str(work)], check=True)
+    if health:
+        server = work / "app" / "server.py"
+        server.write_text(server.read_text().replace(  # a release whose /health answers 500
+            "self.send_response(200)", 'self.send_response(500 if self.path == "/health" else 200)'))
+    if sleep:
+        install = work / "install.sh"
+        install.write_text(install.read_text().replace("set -eu\n", f"set -eu\nsleep {sleep}\n"))
+    who = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "-C", str(work), "tag", "good"], check=True)
+    subprocess.run(["git", *who, "-C", str(work), "commit", "-qam", "change"], check=True)
+    bare = tmp_path / "bad.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return f"file://{bare}"
+
+
+def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts, app_origin,
+                                                    operator_key, tmp_path: Path) -> None:
+    (host,) = ssh_hosts(1)
+    bad = bad_origin(tmp_path, app_origin)
+    web_project(project, [host], bad, operator_key, ref="good")
+    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
+    good = os.readlink(host.home / "web" / "current")
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("git_ref=good", "git_ref=main"))
+    failed = project.deploy("web", "stage")
+    assert failed.returncode == 1
+    assert f"health check 'dashboard http' failed on root@{host.address}" in failed.stdout
+    assert f"current stays {good.removeprefix('releases/')} (restarted)" in failed.stdout
+    assert os.readlink(host.home / "web" / "current") == good
+    assert "#112233" in page(project.port)  # the previous release keeps serving
+    assert "result=failed: health check dashboard http" in (host.home / "web/audit.log").read_text()
+
+
+def test_host_keys_unknown_refused_then_accepted_then_changed_refused(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    unknown = project.deploy("web", "stage")
+    assert unknown.returncode == 1
+    known_hosts = project.path / ".deployer" / "known_hosts" / "stage"
+    assert f"{host.address}: unknown host key" in unknown.stdout
+    assert "--accept-new-host-keys" in unknown.stdout
+    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
+    assert host.address in known_hosts.read_text()
+
+    host.stop()  # the host is rebuilt with a new key
+    host.host_key.unlink()
+    host.host_key.with_suffix(".pub").unlink()
+    host.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
+    changed = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert changed.returncode == 1
+    assert "the host key CHANGED" in changed.stdout and str(known_hosts) in changed.stdout
+
+
+def test_held_lock_stops_with_the_holder(project: Project, ssh_hosts, app_origin,
+                                         operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    lock = host.home / "web" / ".deploy-lock"
+    lock.mkdir(parents=True)
+    (lock / "info").write_text("alice@laptop pid=4242 since 2026-11-23T06:00:00 deploying web\n")
+    held = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert held.returncode == 3
+    assert "deploy lock held by alice@laptop pid=4242" in held.stdout
+    assert not (host.home / "web" / "current").exists()
+    shutil.rmtree(lock)
+    assert project.deploy("web", "stage").returncode == 0
+
+
+def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
+        project: Project, ssh_hosts, app_origin, operator_key, tmp_path: Path) -> None:
+    (host,) = ssh_hosts(1)
+    slow = bad_origin(tmp_path, app_origin, health=False, sleep=3)
+    web_project(project, [host], slow, operator_key, ref="good")
+    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
+    good = os.readlink(host.home / "web" / "current")
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("git_ref=good", "git_ref=main"))
+    run = subprocess.Popen([DEPLOY, "web", "stage"], cwd=project.path, env=project.environ,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (host.home / "web" / ".deploy-lock").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the slow install.sh
+    host.stop()  # sshd and the host's processes die, as in a crash
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 1, out + err
+    assert os.readlink(host.home / "web" / "current") == good
+    host.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
+    rerun = project.deploy("web", "stage")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "breaking a stale deploy lock" in rerun.stderr
+    assert os.readlink(host.home / "web" / "current") != good
+    assert project.deploy("web", "stage", "--json").returncode == 0
+
+
+def test_jump_host(project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    target, bastion = ssh_hosts(2)
+    web_project(project, [target], app_origin, operator_key,
+                extra=f"ssh_gateway=root@{bastion.address}\n")
+    bastion.stop()
+    down = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert down.returncode == 1 and "unreachable" in down.stdout
+    bastion.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
+    through = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert through.returncode == 0, through.stdout + through.stderr
+    known = (project.path / ".deployer" / "known_hosts" / "stage").read_text()
+    assert bastion.address in known and target.address in known
+
+
+def edge_env(project: Project, addresses: list[str], origin: str, key: Path) -> None:
+    project.environ["DEPLOYER_SSH_KEY"] = str(key)
+    project.write_env("prod", "\n".join([
+        "edge_hosts=" + ", ".join(f"root@{a}" for a in addresses),
+        f"git_repo={origin}", "git_ref=main", "frp_token=frp-t0ken-value-5678",
+        "edge_api_url=http://localhost:8080/api", f"edge_port={free_port()}",
+    ]) + "\n")
+
+
+def test_edge_fleet_of_20_with_one_host_down(project: Project, ssh_hosts, app_origin,
+                                             operator_key) -> None:
+    hosts = ssh_hosts(19)
+    down = hosts[0].address.rsplit(".", 1)[0] + ".20"  # nothing listens there
+    edge_env(project, [h.address for h in hosts] + [down], app_origin, operator_key)
+    started = time.monotonic()
+    run = project.deploy("edge", "prod", "--accept-new-host-keys", "--json")
+    took = time.monotonic() - started
+    assert run.returncode == 1
+    result = json.loads(run.stdout)
+    by_host = {h["host"]: h for h in result["fleet"]["hosts"]}
+    assert by_host[f"root@{down}"]["status"] == "failed"
+    assert "unreachable" in by_host[f"root@{down}"]["reason"]
+    assert sum(h["status"] == "changed" for h in by_host.values()) == 19
+    for host in hosts:  # each edge server really runs, on its own address
+        unit = (host.home / "chronos-edge/current/.deploy/chronos-edge.service").read_text()
+        assert "ExecStart=/usr/bin/env python3 edge_server/server.py" in unit
+        assert "User=root" in unit
+    # No systemd on these hosts: said plainly, and the stand-in supervisor is named as such.
+    assert "no systemd on this host: started chronos-edge under nohup" in run.stderr
+    assert took < 60, f"20 hosts took {took:.1f}s: not parallel"
+    text = project.deploy("edge", "prod")
+    assert f"FAILED on 1 host(s): root@{down}" in text.stdout
+    assert text.stdout.count("unchanged") == 19
