@@ -46,7 +46,8 @@ def ensure_app_origin(project: Path, bare: Path, environ: Mapping[str, str]) -> 
     return f"file://{bare}"
 
 
-def demo_env_text(*, app_url: str, public_key: str, edge_hosts: list[str], user: str) -> str:
+def demo_env_text(*, app_url: str, public_key: str, edge_hosts: list[str], user: str,
+                  dashboard_port: str = "8080") -> str:
     """The demo environment file, with fresh secrets."""
     token = secrets.token_hex
     return f"""\
@@ -57,27 +58,28 @@ TF_VAR_eip_environments=["{DEMO_ENV}"]
 TF_VAR_public_key="{public_key}"
 # The sandbox's hosts are OpenSSH on this machine: they let in the local user, not ec2-user.
 TF_VAR_ssh_user={user}
-TF_VAR_dashboard_port=8080
+TF_VAR_dashboard_port={dashboard_port}
 git_repo={app_url}
 git_ref=main
 jwt_secret_key={token(32)}
 frp_token={token(24)}
 db_password={token(16)}
 background_color=#0f766e
-vite_api_base_url=http://localhost:8080/api
+vite_api_base_url=http://localhost:{dashboard_port}/api
 edge_hosts={' '.join(edge_hosts)}
-edge_api_url=http://localhost:8080/api
+edge_api_url=http://localhost:{dashboard_port}/api
 edge_port=9000
 """
 
 
-def ensure_demo_env(project: Path, *, app_url: str, public_key: str, edge_hosts: list[str]) -> Path:
+def ensure_demo_env(project: Path, *, app_url: str, public_key: str, edge_hosts: list[str],
+                    dashboard_port: str = "8080") -> Path:
     """Write deployments/env-demo once (0600, created with that mode: never readable by others)."""
     path = project / "deployments" / f"env-{DEMO_ENV}"
     if path.exists():
         return path
     text = demo_env_text(app_url=app_url, public_key=public_key, edge_hosts=edge_hosts,
-                         user=getpass.getuser())
+                         user=getpass.getuser(), dashboard_port=dashboard_port)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
@@ -117,7 +119,8 @@ def run(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoRe
     user = getpass.getuser()
     env_file = ensure_demo_env(
         project, app_url=app_url, public_key=where.key.with_suffix(".pub").read_text().strip(),
-        edge_hosts=[f"{user}@{address}" for address in cloud.EDGE_ADDRESSES])
+        edge_hosts=[f"{user}@{address}" for address in cloud.edge_addresses(dict(environ))],
+        dashboard_port=environ.get("DEPLOYER_SANDBOX_DASHBOARD_PORT", "8080"))
     progress(f"== bootstrap-state ({settings.state_bucket})")
     state_steps = state.bootstrap(settings, repair=True, progress=progress)
     state.write_backend_configs(settings)

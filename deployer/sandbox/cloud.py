@@ -34,6 +34,12 @@ REGION = "us-east-1"
 EDGE_ADDRESSES = ("127.0.10.1", "127.0.10.2", "127.0.10.3")
 
 
+def edge_addresses(environ: dict[str, str]) -> tuple[str, ...]:
+    """The demo's edge hosts; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves them (two sandboxes at once)."""
+    raw = environ.get("DEPLOYER_SANDBOX_EDGE_ADDRESSES", "")
+    return tuple(raw.split()) if raw.strip() else EDGE_ADDRESSES
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path
@@ -140,7 +146,7 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
         results.append(StepResult("operator key", CHANGED, f"generated {p.key}"))
     public_key = p.key.with_suffix(".pub").read_text().strip()
 
-    for address in EDGE_ADDRESSES:
+    for address in edge_addresses(environ):
         host = sshd.SandboxHost(p.hosts / address, address)
         if host.is_running():
             results.append(StepResult(f"edge host {address}", UNCHANGED, "sshd running"))

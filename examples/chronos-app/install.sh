@@ -4,6 +4,8 @@
 set -eu
 root="${DEPLOY_APP_ROOT:?run by deploy}"
 pidfile="$root/dashboard.pid"
+pause=$(sed -n 's/^INSTALL_PAUSE=//p' .env.deployment 2>/dev/null || true)
+if [ -n "$pause" ] && [ "$pause" != 0 ]; then echo "pausing ${pause}s (INSTALL_PAUSE)"; sleep "$pause"; fi
 if [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
   # Wait for the old server to let go of its port.
   for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
