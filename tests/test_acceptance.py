@@ -1,0 +1,319 @@
+"""The acceptance scenarios of ../shared/ACCEPTANCE.md, as a user runs them: the real `deploy`
+command in a project of its own, on the sandbox (a moto endpoint over TLS, the embedded engine,
+the AWS provider 3.39.0, OpenSSH hosts on 127.x addresses). Tests run in file order against one
+sandbox; the last one destroys the dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from conftest import DEPLOY, PROJECT_LINKS, REPO
+
+pytestmark = pytest.mark.slow
+
+SECRET_NAMES = ("jwt_secret_key", "frp_token", "db_password")
+
+
+class Sandbox:
+    def __init__(self, path: Path, environ: dict[str, str]):
+        self.path = path
+        self.environ = environ
+        self.runs: list[subprocess.CompletedProcess[str]] = []
+        self.argv_seen: set[str] = set()
+
+    def deploy(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([DEPLOY, *args], cwd=self.path, env=self.environ, text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        self.runs.append(done)
+        return done
+
+    def env_file(self, env: str = "demo") -> Path:
+        return self.path / "deployments" / f"env-{env}"
+
+    def values(self, env: str = "demo") -> dict[str, str]:
+        pairs = (ln.split("=", 1) for ln in self.env_file(env).read_text().splitlines()
+                 if "=" in ln and not ln.startswith("#"))
+        return {k: v for k, v in pairs}
+
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.environ["AWS_ENDPOINT_URL"],
+                            region_name="us-east-1", verify=self.environ["AWS_CA_BUNDLE"],
+                            aws_access_key_id="x", aws_secret_access_key="y")
+
+
+class ArgvSampler(threading.Thread):
+    """Reads the command line of every process on the machine, every 20 ms, while it runs."""
+
+    def __init__(self, into: set[str]):
+        super().__init__(daemon=True)
+        self.into = into
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        self.into.add((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                            errors="replace"))
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, provider_mirror: Path) -> Iterator[Sandbox]:
+    path = tmp_path_factory.mktemp("acceptance") / "project"
+    (path / "deployments" / "stacks").mkdir(parents=True)
+    for rel in PROJECT_LINKS:
+        (path / rel).symlink_to(REPO / rel)
+    for stack in (REPO / "deployments" / "stacks").glob("*.toml"):
+        (path / "deployments" / "stacks" / stack.name).symlink_to(stack)
+    (path / ".deployer").mkdir()
+    (path / ".deployer" / "plugins").symlink_to(provider_mirror)  # no second 177 MB copy
+    from deployer.sandbox.endpoint import free_port
+
+    environ = {
+        "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+        "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
+        "DEPLOYER_SANDBOX_EDGE_ADDRESSES": "127.0.30.1 127.0.30.2 127.0.30.3",
+        "DEPLOYER_SANDBOX_DASHBOARD_PORT": str(free_port()),
+    }
+    box = Sandbox(path, environ)
+    sampler = ArgvSampler(box.argv_seen)
+    sampler.start()
+    started = time.monotonic()
+    box.first = box.deploy("sandbox", "demo")  # type: ignore[attr-defined]
+    box.first_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    sampler.stop.set()
+    sampler.join()
+    if box.first.returncode == 0:  # type: ignore[attr-defined]
+        env = json.loads(box.deploy("sandbox", "env", "--json").stdout)
+        box.environ.update(env)
+    yield box
+    box.deploy("sandbox", "down")
+
+
+def dashboard_url(box: Sandbox) -> str:
+    match = re.search(r"^dashboard:\s+(\S+)$", box.first.stdout, re.M)  # type: ignore[attr-defined]
+    assert match, box.first.stdout  # type: ignore[attr-defined]
+    return match.group(1)
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def test_1_first_contact(sandbox: Sandbox) -> None:
+    first = sandbox.first  # type: ignore[attr-defined]
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "engine: embedded 1.15" in first.stderr or "engine: " in first.stderr
+    for stack in ("shared/demo apply", "dashboard/demo apply", "edge/demo apply"):
+        assert stack in first.stdout
+    url = dashboard_url(sandbox)
+    assert url.startswith("http://127.")
+    assert "background_color: #0f766e" in fetch(url)
+    ssh = re.search(r"^ssh:\s+(ssh .+)$", first.stdout, re.M)
+    assert ssh, first.stdout
+    login = subprocess.run([*ssh.group(1).split(), "-o", "BatchMode=yes", "readlink ~/chronos/current"],
+                           capture_output=True, text=True, timeout=30)
+    assert login.returncode == 0 and login.stdout.startswith("releases/"), login.stderr
+    again = sandbox.deploy("sandbox", "demo")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "demo: no changes anywhere" in again.stdout
+    assert again.stdout.count("no infrastructure change; apply skipped") == 2
+    assert " changed " not in again.stdout.replace("unchanged", "")
+
+
+def test_2_missing_configuration(sandbox: Sandbox) -> None:
+    text = sandbox.env_file().read_text()
+    text = "\n".join(ln for ln in text.splitlines()
+                     if not ln.startswith(("TF_VAR_public_key", "jwt_secret_key", "TF_VAR_deptype")))
+    sandbox.env_file("stage").write_text(text + "\nTF_VAR_deptype=stage\n")
+    logs_before = set((sandbox.path / ".deployer" / "logs").glob("*"))
+    run = sandbox.deploy("dashboard", "stage", "plan")
+    assert run.returncode == 2
+    assert run.stderr == (f"error: {sandbox.env_file('stage')}: missing required variables for stack"
+                          " dashboard: TF_VAR_public_key, jwt_secret_key\n")
+    assert set((sandbox.path / ".deployer" / "logs").glob("*")) == logs_before  # nothing started
+    sandbox.env_file("stage").unlink()
+
+
+def test_3_config_only_change(sandbox: Sandbox) -> None:
+    env = sandbox.env_file()
+    env.write_text(env.read_text().replace("background_color=#0f766e", "background_color=#7c3aed"))
+    run = sandbox.deploy("dashboard", "demo", "apply")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "no infrastructure change; apply skipped" in run.stdout
+    assert "config only: dashboard_frontend/.env.docker; reran install.sh" in run.stdout
+    assert "background_color: #7c3aed" in fetch(dashboard_url(sandbox))
+
+
+def push_to_origin(sandbox: Sandbox, edit, message: str) -> None:
+    origin = sandbox.path / ".deployer" / "sandbox" / "app.git"
+    work = sandbox.path / ".deployer" / "work"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    subprocess.run(["git", "clone", "-q", str(origin), str(work)], check=True)
+    edit(work)
+    who = ["-c", "user.name=dev", "-c", "user.email=dev@example.com"]
+    subprocess.run(["git", *who, "-C", str(work), "commit", "-qam", message], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:main"], check=True)
+
+
+def test_4_bad_release(sandbox: Sandbox) -> None:
+    def break_health(work: Path) -> None:
+        server = work / "app" / "server.py"
+        server.write_text(server.read_text().replace(
+            "self.send_response(200)", 'self.send_response(500 if self.path == "/health" else 200)'))
+
+    push_to_origin(sandbox, break_health, "a release whose health check fails")
+    run = sandbox.deploy("dashboard", "demo", "apply")
+    assert run.returncode == 1
+    host = re.search(r"host_address = (\S+)", run.stdout).group(1)
+    assert f"health check 'dashboard http' failed on root@{host}" in run.stdout
+    assert "not made current" in run.stdout and "(restarted)" in run.stdout
+    assert "background_color: #7c3aed" in fetch(dashboard_url(sandbox))  # the previous one serves
+
+    push_to_origin(sandbox, lambda work: subprocess.run(
+        ["git", "-C", str(work), "revert", "--no-edit", "--no-commit", "HEAD"], check=True),
+        "revert the bad release")
+    assert sandbox.deploy("dashboard", "demo", "apply").returncode == 0
+
+
+def test_5_two_operators_at_once(sandbox: Sandbox) -> None:
+    env = sandbox.env_file()
+    env.write_text(env.read_text().replace("background_color=#7c3aed", "background_color=#b91c1c")
+                   + "install_pause_seconds=6\n")
+    first = subprocess.Popen([DEPLOY, "dashboard", "demo", "apply"], cwd=sandbox.path,
+                             env=sandbox.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    lock = next((sandbox.path / ".deployer" / "sandbox" / "hosts").glob("*/home/chronos"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (lock / ".deploy-lock").exists():
+        time.sleep(0.05)
+    second = sandbox.deploy("dashboard", "demo", "apply")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert re.search(r"deploy lock held by \S+@\S+ pid=\d+ since \S+ deploying dashboard/demo",
+                     second.stdout)
+    # State intact: the next run changes nothing.
+    env.write_text(env.read_text().replace("install_pause_seconds=6\n", ""))
+    settled = sandbox.deploy("dashboard", "demo", "apply")
+    assert settled.returncode == 0
+    ddb = sandbox.client("dynamodb")
+    items = ddb.scan(TableName="sandbox-chronos-terraform-state-locks")["Items"]
+    assert not [i for i in items if "Info" in i]
+
+
+def test_6_state_bootstrap_three_times(sandbox: Sandbox) -> None:
+    for _ in range(2):  # runs 2 and 3 (the demo was run 1)
+        run = sandbox.deploy("bootstrap-state", "--json")
+        assert run.returncode == 0
+        assert {s["status"] for s in json.loads(run.stdout)["steps"]} == {"unchanged"}
+    s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
+    bucket, table = "sandbox-chronos-terraform-state-storage", "sandbox-chronos-terraform-state-locks"
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    pab = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(pab.values()) and len(pab) == 4
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    described = ddb.describe_table(TableName=table)["Table"]
+    assert described["KeySchema"] == [{"AttributeName": "LockID", "KeyType": "HASH"}]
+    pitr = ddb.describe_continuous_backups(TableName=table)["ContinuousBackupsDescription"]
+    assert pitr["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    s3.delete_public_access_block(Bucket=bucket)
+    check = sandbox.deploy("bootstrap-state", "--check")
+    assert check.returncode == 1
+    assert re.search(r"versioning\s+drifted\s+versioning Suspended", check.stdout)
+    repair = sandbox.deploy("bootstrap-state", "-y")
+    assert repair.returncode == 0
+    assert "repaired: versioning Enabled (was: versioning Suspended)" in repair.stdout
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    # Nothing in the CLI can delete them: no code path calls a delete of either.
+    source = "".join(p.read_text() for p in (REPO / "deployer").rglob("*.py"))
+    assert "delete_bucket(" not in source and "delete_table(" not in source
+
+
+def test_7_secrets_stay_secret(sandbox: Sandbox) -> None:
+    values = [v for k, v in sandbox.values().items() if k in SECRET_NAMES]
+    assert len(values) == 3 and all(len(v) >= 16 for v in values)
+    texts = [r.stdout + r.stderr for r in sandbox.runs]
+    texts += [p.read_text(errors="replace") for p in (sandbox.path / ".deployer").rglob("*.log")]
+    texts += sorted(sandbox.argv_seen)
+    assert len(sandbox.argv_seen) > 50  # the sampler really saw the run's processes
+    for value in values:
+        for text in texts:
+            assert value not in text
+
+
+def test_8_fleet(sandbox: Sandbox, ssh_hosts) -> None:
+    hosts = ssh_hosts(19)
+    key = sandbox.path / ".deployer" / "sandbox" / "ssh" / "id_ed25519.pub"
+    for host in hosts:  # the fleet trusts the sandbox operator's key
+        host.start(authorized_keys=key.read_text())
+    down = hosts[0].address.rsplit(".", 1)[0] + ".20"
+    values = sandbox.values()
+    sandbox.env_file("prod").write_text("\n".join([
+        "edge_hosts=" + " ".join(f"root@{h.address}" for h in hosts) + f" root@{down}",
+        f"git_repo={values['git_repo']}", "git_ref=main", f"frp_token={values['frp_token']}",
+        "edge_api_url=http://localhost/api", "edge_port=9300",
+    ]) + "\n")
+    run = sandbox.deploy("edge", "prod", "--accept-new-host-keys")
+    assert run.returncode == 1
+    assert f"FAILED on 1 host(s): root@{down}" in run.stdout
+    assert run.stdout.count("  changed   new commit") == 19
+    assert re.search(rf"root@{re.escape(down)}\s+failed\s+root@{re.escape(down)}: unreachable", run.stdout)
+
+
+def test_9_interrupted(sandbox: Sandbox) -> None:
+    env = sandbox.env_file()
+    env.write_text(env.read_text() + "TF_VAR_instance_type=t3.medium\n")
+    run = subprocess.Popen([DEPLOY, "dashboard", "demo", "apply", "-y"], cwd=sandbox.path,
+                           env=sandbox.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    ddb = sandbox.client("dynamodb")
+    table = "sandbox-chronos-terraform-state-locks"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if [i for i in ddb.scan(TableName=table)["Items"] if "Info" in i]:
+            break
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _out, err = run.communicate(timeout=180)
+    assert run.returncode == 130, err
+    assert "interrupted during" in err
+    assert not [i for i in ddb.scan(TableName=table)["Items"] if "Info" in i]
+    env.write_text(env.read_text().replace("TF_VAR_instance_type=t3.medium\n", ""))
+
+
+def test_10_guard_rails(sandbox: Sandbox) -> None:
+    sandbox.env_file("prod").write_text("TF_VAR_deptype=prod\n")
+    refused = sandbox.deploy("shared", "prod", "destroy")
+    assert refused.returncode == 2
+    assert "Destroy stack shared in the protected environment 'prod'" in refused.stderr
+    assert "pass --yes" in refused.stderr
+    destroy = sandbox.deploy("dashboard", "demo", "destroy", "-y")
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    assert "to destroy" in destroy.stdout
+    s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
+    s3.head_bucket(Bucket="sandbox-chronos-terraform-state-storage")
+    assert ddb.describe_table(TableName="sandbox-chronos-terraform-state-locks")["Table"]
