@@ -237,9 +237,13 @@ def _bucket_tags(s3: Any, t: Target) -> dict[str, str]:
     return {x["Key"]: x["Value"] for x in (got or {}).get("TagSet", [])}
 
 
+def _tagged(found: dict[str, str]) -> Probe:
+    missing = sorted(k for k, v in TAGS.items() if found.get(k) != v)
+    return Probe(not missing, "tagged" if not missing else f"missing tags {missing}")
+
+
 def _s3_tags(s3: Any, t: Target) -> Probe:
-    missing = {k: v for k, v in TAGS.items() if _bucket_tags(s3, t).get(k) != v}
-    return Probe(not missing, "tagged" if not missing else f"missing tags {sorted(missing)}")
+    return _tagged(_bucket_tags(s3, t))
 
 
 def _fix_s3_tags(s3: Any, t: Target) -> None:
@@ -331,8 +335,7 @@ def _table_tags(ddb: Any, t: Target) -> dict[str, str]:
 
 
 def _ddb_tags(ddb: Any, t: Target) -> Probe:
-    missing = {k: v for k, v in TAGS.items() if _table_tags(ddb, t).get(k) != v}
-    return Probe(not missing, "tagged" if not missing else f"missing tags {sorted(missing)}")
+    return _tagged(_table_tags(ddb, t))
 
 
 def _fix_ddb_tags(ddb: Any, t: Target) -> None:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from deployer.config import EnvConfig, Settings
 from deployer.errors import ConfigError, DeployerError, HostError
@@ -17,6 +18,8 @@ from deployer.logs import RunLog
 from deployer.results import CHANGED, FAILED, FleetResult, HostResult, Progress, StepResult
 from deployer.secrets import Masker
 from deployer.stacks import Stack
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,19 +69,27 @@ def _remote(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: R
                   key_file=settings.ssh_key, accept_new=accept_new, log=log, gateway=gateway)
 
 
-def _each(hosts: list[Host], parallel: int, work: Callable[[Host], HostResult],
-          progress: Progress) -> FleetResult:
+def _map(hosts: list[Host], parallel: int, work: Callable[[Host], T],
+         failed: Callable[[Host, DeployerError], T]) -> tuple[T, ...]:
     """Run `work` per host on a bounded pool; an error on one host is that host's result."""
 
-    def guarded(host: Host) -> HostResult:
+    def guarded(host: Host) -> T:
         try:
             return work(host)
         except DeployerError as exc:
-            progress(f"[{host}] FAILED: {exc}")
-            return HostResult(str(host), FAILED, str(exc))
+            return failed(host, exc)
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        return FleetResult(tuple(pool.map(guarded, hosts)))
+        return tuple(pool.map(guarded, hosts))
+
+
+def _each(hosts: list[Host], parallel: int, work: Callable[[Host], HostResult],
+          progress: Progress) -> FleetResult:
+    def failed(host: Host, exc: DeployerError) -> HostResult:
+        progress(f"[{host}] FAILED: {exc}")
+        return HostResult(str(host), FAILED, str(exc))
+
+    return FleetResult(_map(hosts, parallel, work, failed))
 
 
 def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
@@ -113,8 +124,7 @@ def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host]
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
         try:
             remote.open()
-            root = rel.app_root(stack, remote)
-            state = rel.parse_kv(remote.run(cmd.probe(root), timeout=30, check=True).stdout)
+            root, state = rel.probe(remote, stack)
             current = state.get("current", "").removeprefix("releases/")
             listing = remote.run(cmd.list_releases(root), timeout=30, check=True).stdout
             healthy = [n for n, s in (ln.split() for ln in listing.splitlines() if ln) if s == "ok"]
@@ -160,19 +170,16 @@ def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
         try:
             remote.open()
-            root = rel.app_root(stack, remote)
-            state = rel.parse_kv(remote.run(cmd.probe(root), timeout=30, check=True).stdout)
+            root, state = rel.probe(remote, stack)
             audit = remote.run(cmd.audit_tail(root), timeout=30).stdout.strip().splitlines()
             return HostStatus(str(host), state.get("current", "").removeprefix("releases/"),
                               state.get("fingerprint", ""), state.get("lock", "").strip(),
                               tuple(audit))
-        except DeployerError as exc:
-            return HostStatus(str(host), error=str(exc))
         finally:
             remote.close()
 
-    with ThreadPoolExecutor(max_workers=max(1, min(stack.hosts.parallel, len(hosts)))) as pool:
-        return tuple(pool.map(one, hosts))
+    return _map(hosts, stack.hosts.parallel, one,
+                lambda host, exc: HostStatus(str(host), error=str(exc)))
 
 
 def logs(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,

@@ -91,6 +91,12 @@ def app_root(stack: Stack, remote: Remote) -> str:
     return root if root.startswith("/") else f"{remote.home}/{root}"
 
 
+def probe(remote: Remote, stack: Stack) -> tuple[str, dict[str, str]]:
+    """The host's app root and what is there: current release, fingerprint, lock holder."""
+    root = app_root(stack, remote)
+    return root, parse_kv(remote.run(cmd.probe(root), timeout=30, check=True, what="probe").stdout)
+
+
 def wait_ready(remote: Remote, marker: str, timeout: float, progress: Progress) -> None:
     deadline = time.monotonic() + timeout
     said = 0.0
@@ -198,9 +204,8 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     remote.open()
     if hosts.ready_marker:
         wait_ready(remote, hosts.ready_marker, hosts.ready_timeout, progress)
-    root = app_root(stack, remote)
+    root, state = probe(remote, stack)
     repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
-    state = parse_kv(remote.run(cmd.probe(root), timeout=30, check=True, what="probe").stdout)
     sha = resolve_sha(remote, repo, ref)
     wanted = render(stack, env, settings.project, host, sha, outputs)
     if state.get("fingerprint") == wanted.fingerprint:
