@@ -93,10 +93,51 @@ def run_ansible(hosts: list[SandboxHost], key: Path, repo: str, sha: str,
     inventory.write_text("[edge]\n" + "".join(
         f"{h.address} ansible_user=root ansible_ssh_private_key_file={key}\n" for h in hosts))
     playbook = work / "edge.yml"
-    script = STEPS.format(repo=repo, sha=sha, port=PORT, address="{{ inventory_hostname }}")
-    indented = "\n".join("        " + line for line in script.splitlines())
-    playbook.write_text(f"- hosts: edge\n  gather_facts: false\n  tasks:\n    - name: deploy\n"
-                        f"      shell: |\n{indented}\n      args:\n        executable: /bin/sh\n")
+    # The same steps as tasks, the way an Ansible user writes them (one module per step).
+    playbook.write_text(f"""- hosts: edge
+  gather_facts: false
+  tasks:
+    - name: app root
+      shell: echo "$HOME/chronos-edge"
+      register: app
+      changed_when: false
+    - name: clone the release
+      git:
+        repo: "{repo}"
+        dest: "{{{{ app.stdout }}}}/releases/bench"
+        version: "{sha}"
+    - name: edge env file
+      copy:
+        dest: "{{{{ app.stdout }}}}/releases/bench/edge_server/edge.env"
+        mode: "0600"
+        content: |
+          EDGE_API_URL="http://localhost/api"
+          FRP_TOKEN="bench-token-1234"
+          EDGE_PORT="{PORT}"
+          EDGE_BIND="{{{{ inventory_hostname }}}}"
+    - name: install
+      command: ./edge_server/install.sh
+      args:
+        chdir: "{{{{ app.stdout }}}}/releases/bench"
+    - name: start the edge server (no systemd on these hosts)
+      shell: |
+        root="{{{{ app.stdout }}}}"
+        [ -f "$root/chronos-edge.pid" ] && kill $(cat "$root/chronos-edge.pid") 2>/dev/null || true
+        cd "$root/releases/bench" && (set -a; . edge_server/edge.env; set +a; nohup python3 edge_server/server.py >> "$root/chronos-edge.log" 2>&1 < /dev/null & echo $! > "$root/chronos-edge.pid")
+    - name: health
+      uri:
+        url: "http://{{{{ inventory_hostname }}}}:{PORT}/health"
+      register: health
+      until: health.status == 200
+      retries: 40
+      delay: 0.1
+    - name: switch current
+      file:
+        src: releases/bench
+        dest: "{{{{ app.stdout }}}}/current"
+        state: link
+        force: true
+""")
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False",
            "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
     took, done = timed([playbook_bin, "-f", str(len(hosts)), "-i", str(inventory), str(playbook)],
