@@ -123,6 +123,7 @@ def test_1_first_contact(sandbox: Sandbox) -> None:
     assert "engine: embedded 1.15" in first.stderr or "engine: " in first.stderr
     for stack in ("shared/demo apply", "dashboard/demo apply", "edge/demo apply"):
         assert stack in first.stdout
+    assert sandbox.env_file().stat().st_mode & 0o777 == 0o600  # fresh secrets, owner only
     url = dashboard_url(sandbox)
     assert url.startswith("http://127.")
     assert "background_color: #0f766e" in fetch(url)
@@ -317,3 +318,20 @@ def test_10_guard_rails(sandbox: Sandbox) -> None:
     s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
     s3.head_bucket(Bucket="sandbox-chronos-terraform-state-storage")
     assert ddb.describe_table(TableName="sandbox-chronos-terraform-state-locks")["Table"]
+
+
+def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:
+    state = json.loads((sandbox.path / ".deployer" / "sandbox" / "state.json").read_text())
+    pids = [state["endpoint"]["pid"], state["watcher"]["pid"]]
+    hosts = sandbox.path / ".deployer" / "sandbox" / "hosts"
+    pids += [int((h / "sshd.pid").read_text()) for h in hosts.iterdir() if (h / "sshd.pid").exists()]
+    edge_pids = [int(p.read_text()) for p in hosts.glob("*/home/chronos-edge/chronos-edge.pid")]
+    assert edge_pids and all(Path(f"/proc/{p}").exists() for p in edge_pids)  # the apps ran
+    down = sandbox.deploy("sandbox", "down")
+    assert down.returncode == 0, down.stderr
+    for pid in pids + edge_pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", pid
+    assert sandbox.env_file().exists()  # the user's files stay
+    status = sandbox.deploy("sandbox", "status")
+    assert re.search(r"aws endpoint\s+stopped", status.stdout), status.stdout

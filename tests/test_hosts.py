@@ -96,6 +96,10 @@ def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hos
     assert os.readlink(root / "current") == current
     assert "#112233" in page(project.port)
 
+    logs = project.deploy("logs", "web", "stage")
+    assert logs.returncode == 0, logs.stderr
+    assert f"[root@{host.address}] serving on 0.0.0.0:{project.port}" in logs.stderr
+
     status = project.deploy("status", "web", "stage", "--json")
     found = json.loads(status.stdout)[0]
     assert found["current"] == current.removeprefix("releases/")

@@ -19,10 +19,12 @@ def ready_check(marker: str) -> str:
 
 
 def probe(root: str) -> str:
-    """One round trip: the current release, its fingerprint and the lock holder, as key=value."""
-    r = q(root)
+    """One round trip: $HOME, whether systemd runs, and the app root's current release,
+    fingerprint and lock holder, as key=value lines. A relative root is under $HOME."""
+    base = q(root) if root.startswith("/") else f'"$HOME"/{q(root)}'
     return (
-        f"cd {r} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
+        'printf "home=%s\\n" "$HOME"; test -d /run/systemd/system && echo systemd=yes;'
+        f" cd {base} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
         f' printf "current=%s\\n" "$(readlink current 2>/dev/null)";'
         f' printf "fingerprint=%s\\n" "$(cat current/{META_DIR}/fingerprint 2>/dev/null)";'
         f' printf "lock=%s\\n" "$(cat {LOCK_DIR}/info 2>/dev/null | tr "\\n" " ")"'
@@ -139,6 +141,8 @@ def nohup_service(root: str, name: str, workdir: str, exec_start: str, env_files
     pid = q(f"{root}/{name}.pid")
     log = q(f"{root}/{name}.log")
     sources = " ".join(f"[ -f {q(f)} ] && . {q(f)};" for f in env_files)
-    return (f"if [ -f {pid} ]; then kill $(cat {pid}) 2>/dev/null; sleep 0.2; fi;"
+    return (f"if [ -f {pid} ]; then old=$(cat {pid}); kill $old 2>/dev/null;"
+            f" for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do"
+            f" kill -0 $old 2>/dev/null || break; sleep 0.05; done; fi;"
             f" cd {q(workdir)} && (set -a; {sources} set +a;"
             f" nohup {exec_start} >> {log} 2>&1 < /dev/null & echo $! > {pid})")

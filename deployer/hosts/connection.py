@@ -177,6 +177,11 @@ class Remote:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise HostError(f"{self.host}: unreachable after {CONNECT_ATTEMPTS} attempts: {exc}") from None
 
+    def remember_home(self, home: str) -> None:
+        """The probe learns $HOME on its way; no separate round trip then."""
+        if home:
+            self._home = home
+
     @property
     def home(self) -> str:
         """The remote $HOME (SFTP paths are absolute: its working directory is not $HOME)."""

@@ -92,9 +92,13 @@ def app_root(stack: Stack, remote: Remote) -> str:
 
 
 def probe(remote: Remote, stack: Stack) -> tuple[str, dict[str, str]]:
-    """The host's app root and what is there: current release, fingerprint, lock holder."""
-    root = app_root(stack, remote)
-    return root, parse_kv(remote.run(cmd.probe(root), timeout=30, check=True, what="probe").stdout)
+    """The host's app root and what is there: current release, fingerprint, lock holder,
+    and whether systemd runs (one round trip, which also learns the remote $HOME)."""
+    assert stack.app is not None
+    state = parse_kv(remote.run(cmd.probe(stack.app.root), timeout=30, check=True,
+                                what="probe").stdout)
+    remote.remember_home(state.get("home", ""))
+    return app_root(stack, remote), state
 
 
 def wait_ready(remote: Remote, marker: str, timeout: float, progress: Progress) -> None:
@@ -156,13 +160,17 @@ def health(remote: Remote, checks: tuple[HealthCheck, ...], release: str, ctx: d
     return None
 
 
-def start_service(remote: Remote, stack: Stack, root: str, release: str, progress: Progress) -> str:
-    """Install and (re)start the stack's service; say how."""
+def start_service(remote: Remote, stack: Stack, root: str, release: str, progress: Progress, *,
+                  systemd: bool | None = None, unit: str | None = None) -> str:
+    """Install and (re)start the stack's service; say how. `systemd` and `unit` save a round
+    trip each when the caller knows them already."""
     app = stack.app
     assert app is not None and app.service is not None
     service = app.service
     unit_path = f"{release}/{cmd.META_DIR}/{service.name}.service"
-    if remote.run(cmd.has_systemd(), timeout=30).ok:
+    if systemd is None:
+        systemd = remote.run(cmd.has_systemd(), timeout=30).ok
+    if systemd:
         remote.run(cmd.install_unit(unit_path, service.name), timeout=120, check=True,
                    what=f"systemctl restart {service.name}")
         return f"systemd unit {service.name} restarted"
@@ -171,7 +179,8 @@ def start_service(remote: Remote, stack: Stack, root: str, release: str, progres
             f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
             f" {service.name}.service cannot be started; the unit is at {unit_path}. Declare"
             f" app.service.fallback = \"nohup\" in {stack.path} to run it without systemd")
-    unit = remote.run(f"cat {cmd.q(unit_path)}", timeout=30, check=True).stdout
+    if unit is None:
+        unit = remote.run(f"cat {cmd.q(unit_path)}", timeout=30, check=True).stdout
     fields = _unit_fields(unit)
     if "ExecStart" not in fields:
         raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
@@ -246,8 +255,9 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
             remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
-            steps.append(StepResult("service", CHANGED,
-                                    start_service(remote, stack, root, release, progress)))
+            steps.append(StepResult("service", CHANGED, start_service(
+                remote, stack, root, release, progress, systemd=state.get("systemd") == "yes",
+                unit=wanted.unit.decode())))
         failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
         if failed is not None:
             _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: health check {failed}")
@@ -255,11 +265,12 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
             return HostResult(str(host), FAILED,
                               f"health check '{failed}' failed on {host}; release {name} not made"
                               f" current; {restored}", name, wanted.fingerprint, tuple(steps))
-        remote.run(cmd.mark_ok(release, wanted.fingerprint), timeout=30, check=True, what="mark")
-        remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
+        listing = remote.run(
+            f"{cmd.mark_ok(release, wanted.fingerprint)} && {cmd.switch_current(root, name)}"
+            f" && {cmd.list_releases(root)}", timeout=30, check=True, what="switch current")
         steps.append(StepResult("current", CHANGED, f"now {name}"))
-        _prune(remote, root, app.keep_releases, name)
-        _audit(remote, root, ref, sha, wanted.fingerprint, "ok")
+        _prune(remote, root, app.keep_releases, name, listing.stdout,
+               audit_line=_audit_line(ref, sha, wanted.fingerprint, "ok"))
         what = (f"config only: {', '.join(changed_files)}" if changed_files is not None
                 else f"new commit {sha[:7]}")
         return HostResult(str(host), CHANGED, f"{what}; reran {app.install}", name,
@@ -334,18 +345,24 @@ def _restore(remote: Remote, stack: Stack, root: str, previous: str, say: Any) -
     return f"current stays {previous.removeprefix('releases/')} ({state})"
 
 
-def _prune(remote: Remote, root: str, keep: int, current: str) -> None:
-    listing = remote.run(cmd.list_releases(root), timeout=30, check=True, what="list releases")
-    rows = [ln.split() for ln in listing.stdout.splitlines() if ln.strip()]
+def _prune(remote: Remote, root: str, keep: int, current: str, listing: str, *,
+           audit_line: str) -> None:
+    """Remove all but the `keep` newest healthy releases and every failed one (never
+    `current`), and append the audit line, in one round trip."""
+    rows = [ln.split() for ln in listing.splitlines() if ln.strip()]
     ok = [n for n, s in rows if s == "ok"]
     failed = [n for n, s in rows if s != "ok" and n != current]
     old_ok = [n for n in ok[:-keep] if n != current] if len(ok) > keep else []
-    remote.run(cmd.remove_releases(root, old_ok + failed), timeout=120, check=True, what="prune")
+    remote.run(f"{cmd.remove_releases(root, old_ok + failed)}; {cmd.audit(root, audit_line)}",
+               timeout=120, check=True, what="prune")
+
+
+def _audit_line(ref: str, sha: str, fingerprint: str, result: str) -> str:
+    return (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {who()} ref={ref} sha={sha}"
+            f" fingerprint={fingerprint} result={result}")
 
 
 def _audit(remote: Remote, root: str, ref: str, sha: str, fingerprint: str, result: str) -> None:
-    line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {who()} ref={ref} sha={sha}"
-            f" fingerprint={fingerprint} result={result}")
-    remote.run(cmd.audit(root, line), timeout=30, what="audit")
+    remote.run(cmd.audit(root, _audit_line(ref, sha, fingerprint, result)), timeout=30, what="audit")
 
 
