@@ -88,6 +88,11 @@ class SandboxHost:
         if not self.host_key.exists():  # kept across restarts: known_hosts stays valid
             process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.address,
                          "-f", str(self.host_key)], env=dict(os.environ), masker=Masker())
+        if _answers(self.address, self.port):
+            raise DeployerError(
+                f"{self.address}:{self.port} already answers SSH, but not from this sandbox's"
+                " sshd: another sandbox (run `deploy sandbox down` in its checkout) or another"
+                " sshd owns it; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves the demo's edge hosts")
         self.config.write_text(CONFIG.format(address=self.address, port=self.port,
                                              dir=self.directory, home=self.home))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
