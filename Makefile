@@ -39,7 +39,7 @@ test: setup ## Run every test (unit, real engine + moto + sshd, CLI end to end)
 
 lint: setup ## ruff, and terraform fmt -check with the engine deploy would use
 	$(BIN)/ruff check deployer tests benchmarks
-	$(BIN)/python -m deployer.embedded fmt -check -recursive terraform
+	TF_CLI_CONFIG_FILE=/dev/null $(BIN)/python -m deployer.embedded fmt -check -recursive terraform
 
 bootstrap-state: setup ## Create or repair the state bucket and lock table (once per AWS account)
 	$(DEPLOY) bootstrap-state $(ARGS)
