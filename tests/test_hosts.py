@@ -254,3 +254,30 @@ def test_edge_fleet_of_20_with_one_host_down(project: Project, ssh_hosts, app_or
     text = project.deploy("edge", "prod")
     assert f"FAILED on 1 host(s): root@{down}" in text.stdout
     assert text.stdout.count("unchanged") == 19
+
+
+def test_ctrl_c_during_the_host_phase(project: Project, ssh_hosts, app_origin, operator_key,
+                                      tmp_path: Path) -> None:
+    """The host stops at its next step: lock released, `current` untouched, old release serving."""
+    import signal
+
+    (host,) = ssh_hosts(1)
+    slow = bad_origin(tmp_path, app_origin, health=False, sleep=3)
+    web_project(project, [host], slow, operator_key, ref="good")
+    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
+    good = os.readlink(host.home / "web" / "current")
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("git_ref=good", "git_ref=main"))
+    run = subprocess.Popen([DEPLOY, "web", "stage"], cwd=project.path, env=project.environ,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (host.home / "web" / ".deploy-lock").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the slow install.sh
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 130, out + err
+    assert "interrupted: hosts stopped at their next step" in err
+    assert not (host.home / "web" / ".deploy-lock").exists()
+    assert os.readlink(host.home / "web" / "current") == good
+    assert "#112233" in page(project.port)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
 from deployer.config import EnvConfig, Settings
-from deployer.errors import ConfigError, DeployerError, HostError
+from deployer.errors import ConfigError, DeployerError, HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts import release as rel
 from deployer.hosts.connection import Host, Remote, gateway_for, parse_host
@@ -70,8 +70,11 @@ def _remote(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: R
 
 
 def _map(hosts: list[Host], parallel: int, work: Callable[[Host], T],
-         failed: Callable[[Host, DeployerError], T]) -> tuple[T, ...]:
-    """Run `work` per host on a bounded pool; an error on one host is that host's result."""
+         failed: Callable[[Host, DeployerError], T], cancel: rel.Cancel | None = None,
+         ) -> tuple[T, ...]:
+    """Run `work` per host on a bounded pool; an error on one host is that host's result.
+    Ctrl-C sets `cancel`: hosts not started are skipped, running ones stop at their next step
+    (their locks released, `current` untouched), then Interrupted is raised."""
 
     def guarded(host: Host) -> T:
         try:
@@ -80,16 +83,26 @@ def _map(hosts: list[Host], parallel: int, work: Callable[[Host], T],
             return failed(host, exc)
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        return tuple(pool.map(guarded, hosts))
+        futures = [pool.submit(guarded, host) for host in hosts]
+        try:
+            return tuple(f.result() for f in futures)
+        except KeyboardInterrupt:
+            if cancel is not None:
+                cancel.event.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise Interrupted("interrupted: hosts stopped at their next step; their deploy locks"
+                              " were released and `current` was left where it was") from None
 
 
 def _each(hosts: list[Host], parallel: int, work: Callable[[Host], HostResult],
-          progress: Progress) -> FleetResult:
+          progress: Progress, cancel: rel.Cancel | None = None) -> FleetResult:
     def failed(host: Host, exc: DeployerError) -> HostResult:
         progress(f"[{host}] FAILED: {exc}")
         return HostResult(str(host), FAILED, str(exc))
 
-    return FleetResult(_map(hosts, parallel, work, failed))
+    return FleetResult(_map(hosts, parallel, work, failed, cancel))
 
 
 def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
@@ -100,17 +113,20 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
     progress(f"deploying {stack.name}/{env.name} to {len(hosts)} host(s),"
              f" {parallel or stack.hosts.parallel} at a time")
 
+    cancel = rel.Cancel()
+
     def one(host: Host) -> HostResult:
+        cancel.check(host)
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
         try:
             result = rel.deploy_host(remote, stack, env, settings, outputs=outputs or {},
-                                     progress=progress)
+                                     progress=progress, cancel=cancel)
         finally:
             remote.close()
         progress(f"[{host}] {result.status}: {result.reason}")
         return result
 
-    return _each(hosts, parallel or stack.hosts.parallel, one, progress)
+    return _each(hosts, parallel or stack.hosts.parallel, one, progress, cancel)
 
 
 def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any
 
 from deployer import templates
 from deployer.config import EnvConfig, Settings
-from deployer.errors import HostError
+from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts.connection import Host, Remote
 from deployer.results import CHANGED, FAILED, UNCHANGED, HostResult, Progress, StepResult
@@ -34,6 +35,21 @@ from deployer.stacks import HealthCheck, Stack
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 READY_POLL = 2.0
+
+
+class Cancel:
+    """Set by the fleet on Ctrl-C; each host stops at its next step boundary, before `current`
+    moves, and releases its lock on the way out."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def check(self, host: Host) -> None:
+        if self.event.is_set():
+            raise Interrupted(f"{host}: interrupted before the release was made current")
+
+
+NEVER = Cancel()
 
 
 @dataclass(frozen=True)
@@ -204,7 +220,8 @@ def _unit_fields(unit: str) -> dict[str, str]:
 
 
 def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
-                outputs: Mapping[str, object], progress: Progress) -> HostResult:
+                outputs: Mapping[str, object], progress: Progress,
+                cancel: Cancel = NEVER) -> HostResult:
     """Make one host match the env file; see the module docstring for the steps."""
     app, hosts = stack.app, stack.hosts
     assert app is not None and hosts is not None
@@ -240,6 +257,7 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     try:
         changed_files = _stage_release(remote, root, release, previous, wanted, stack, repo, say,
                                        steps)
+        cancel.check(host)
         say(f"running {app.install}")
         script = remote.run(cmd.run_script(release, app.install, {
             "DEPLOY_RELEASE": name, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name}),
@@ -252,6 +270,9 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                               f" current stays {previous or 'unset'}", name, wanted.fingerprint,
                               tuple(steps))
         steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
+        if cancel.event.is_set():
+            _restore(remote, stack, root, previous, say)
+            cancel.check(host)
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
             remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
@@ -259,6 +280,9 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 remote, stack, root, release, progress, systemd=state.get("systemd") == "yes",
                 unit=wanted.unit.decode())))
         failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
+        if failed is None and cancel.event.is_set():
+            _restore(remote, stack, root, previous, say)
+            cancel.check(host)
         if failed is not None:
             _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: health check {failed}")
             restored = _restore(remote, stack, root, previous, say)
