@@ -11,7 +11,8 @@ from deployer.secrets import Masker
 
 
 class RunLog:
-    """An append-only, thread-safe, masked log of one run (`.deployer/logs/<stamp>-<name>.log`)."""
+    """An append-only, thread-safe, masked log of one run (`.deployer/logs/<stamp>-<name>.log`).
+    Each line starts with its wall-clock time to the millisecond, so a slow step shows."""
 
     def __init__(self, path: Path, masker: Masker):
         self.path = path
@@ -26,10 +27,12 @@ class RunLog:
         return cls(directory / f"{stamp}-{name}.log", masker)
 
     def write(self, text: str) -> str:
-        """Mask `text`, append it as a line, and return the masked text."""
+        """Mask `text`, append it as a time-stamped line, and return the masked text."""
         masked = self.masker.mask(text.rstrip("\n"))
+        now = time.time()
+        stamp = f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
         with self._lock:
-            self._file.write(masked + "\n")
+            self._file.write(f"{stamp} {masked}\n")
             self._file.flush()
         return masked
 
