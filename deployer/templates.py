@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ _ENV = jinja2.Environment(
 )
 
 
+@functools.lru_cache(maxsize=256)
+def _compile(source: str) -> jinja2.Template:
+    """Compiled once per distinct source: a fleet renders the same templates for every host,
+    and compiling costs far more than rendering."""
+    return _ENV.from_string(source)
+
+
 def render_string(source: str, context: Mapping[str, Any], *, name: str = "<template>") -> str:
     """Render `source`; an undefined name raises ConfigError naming the template and variable.
 
@@ -24,7 +32,7 @@ def render_string(source: str, context: Mapping[str, Any], *, name: str = "<temp
     'key = v'
     """
     try:
-        return _ENV.from_string(source).render(**context)
+        return _compile(source).render(**context)
     except jinja2.UndefinedError as exc:
         raise ConfigError(f"{name}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
