@@ -149,12 +149,13 @@ def ssh_hosts(tmp_path: Path, operator_key: Path) -> Iterator[Callable[[int], li
 
     started: list[SandboxHost] = []
 
-    def start(count: int, *, ready: bool = True) -> list[SandboxHost]:
+    def start(count: int, *, ready: bool = True, forwarding: bool = True) -> list[SandboxHost]:
         subnet = next(_next_subnet)
         hosts = []
         for i in range(1, count + 1):
             host = SandboxHost(tmp_path / "hosts" / f"127.0.{subnet}.{i}", f"127.0.{subnet}.{i}")
-            host.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
+            host.start(authorized_keys=operator_key.with_suffix(".pub").read_text(),
+                       forwarding=forwarding)
             if ready:
                 (host.home / ".setup_complete").write_text("test host\n")
             started.append(host)

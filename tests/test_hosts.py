@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -72,6 +73,10 @@ def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hos
     assert (root / "current/.env.deployment").read_text().splitlines()[2] == \
         "DEPLOYMENT_URI=http://localhost"
     assert "result=ok" in (root / "audit.log").read_text()
+    first_log = max((project.path / ".deployer" / "logs").glob("*web-stage-apply.log")).read_text()
+    # The health check went through the SSH connection: no curl was started on the host.
+    assert f"GET http://127.0.0.1:{project.port}/health through the SSH connection: 200" in first_log
+    assert "curl" not in first_log
 
     again = project.deploy("web", "stage", "--json")
     assert again.returncode == 0
@@ -124,6 +129,52 @@ def bad_origin(tmp_path: Path, origin: str, *, health: bool = True, sleep: float
     bare = tmp_path / "bad.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
     return f"file://{bare}"
+
+
+def test_releases_are_pruned_failed_ones_first_and_current_kept(
+        project: Project, ssh_hosts, app_origin, operator_key, tmp_path: Path) -> None:
+    """web.toml keeps 2 releases: failed releases never count toward them and go first."""
+    (host,) = ssh_hosts(1)
+    bad = bad_origin(tmp_path, app_origin)
+    web_project(project, [host], bad, operator_key, ref="good")
+    releases = host.home / "web" / "releases"
+    env = project.path / "deployments" / "env-stage"
+    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
+    (first,) = os.listdir(releases)
+    env.write_text(env.read_text().replace("git_ref=good", "git_ref=main"))
+    assert project.deploy("web", "stage").returncode == 1  # health check fails: a failed release
+    (failed,) = set(os.listdir(releases)) - {first}
+    made = []
+    for color in ("#202020", "#303030"):  # two config-only releases of the good commit
+        text = re.sub(r"background_color=.*", f"background_color={color}", env.read_text())
+        env.write_text(text.replace("git_ref=main", "git_ref=good"))
+        run = project.deploy("web", "stage")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "config only" in run.stdout
+        made.append(os.readlink(host.home / "web" / "current").removeprefix("releases/"))
+    kept = sorted(os.listdir(releases))
+    assert kept == made and failed not in kept and first not in kept
+    assert all((releases / name / ".deploy" / "ok").exists() for name in kept)
+
+
+def test_host_without_tcp_forwarding_and_refs_that_do_not_resolve(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1, forwarding=False)  # a hardened sshd: AllowTcpForwarding no
+    web_project(project, [host], app_origin, operator_key)
+    run = project.deploy("web", "stage", "--accept-new-host-keys")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "sshd here refuses TCP forwarding: URL checks run curl on the host instead" in run.stderr
+    assert "health check 'dashboard http' passed" in run.stderr
+
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("git_ref=main", "git_ref=no-such-branch"))
+    missing = project.deploy("web", "stage")
+    assert missing.returncode == 1
+    assert f"git ref 'no-such-branch' is not in {app_origin}" in missing.stdout
+    env.write_text(env.read_text().replace(app_origin, "file:///nonexistent/app.git"))
+    unreadable = project.deploy("web", "stage")
+    assert unreadable.returncode == 1
+    assert "git ls-remote file:///nonexistent/app.git failed (exit 128)" in unreadable.stdout
 
 
 def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts, app_origin,

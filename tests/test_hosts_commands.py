@@ -89,3 +89,10 @@ def test_paths_are_quoted() -> None:
 def test_parse_kv() -> None:
     assert parse_kv("state=present\ncurrent=releases/x\nlock=\n") == {
         "state": "present", "current": "releases/x", "lock": ""}
+
+
+def test_begin_release_takes_the_lock_lists_then_stages() -> None:
+    assert cmd.begin_release("/h/app", "me", ["git clone x", "mkdir -p y"]) == (
+        f"{cmd.acquire_lock('/h/app', 'me')} && ( {cmd.list_releases('/h/app')} )"
+        " && { ( { git clone x; } && { mkdir -p y; } ) || exit 4; }")
+

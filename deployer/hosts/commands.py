@@ -18,15 +18,20 @@ def ready_check(marker: str) -> str:
     return f'test -f "$HOME"/{q(marker)}'
 
 
-def probe(root: str) -> str:
-    """One round trip: $HOME, whether systemd runs, and the app root's current release,
-    fingerprint and lock holder, as key=value lines. A relative root is under $HOME."""
+def probe(root: str, refs: str = "") -> str:
+    """One round trip: $HOME, whether systemd runs, the commit `refs` names (a `resolve_ref`
+    command, run when given) and the app root's current release, fingerprint, manifest and lock
+    holder, as key=value lines. A relative root is under $HOME."""
     base = q(root) if root.startswith("/") else f'"$HOME"/{q(root)}'
+    resolve = (f"refs=$({refs} 2>&1); printf 'refs_exit=%s\\nrefs=%s\\n' $? \"$(printf %s \"$refs\""
+               " | tr '\\n\\t' '; ')\";" if refs else "")
     return (
         'printf "home=%s\\n" "$HOME"; test -d /run/systemd/system && echo systemd=yes;'
+        f" {resolve}"
         f" cd {base} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
         f' printf "current=%s\\n" "$(readlink current 2>/dev/null)";'
         f' printf "fingerprint=%s\\n" "$(cat current/{META_DIR}/fingerprint 2>/dev/null)";'
+        f' printf "manifest=%s\\n" "$(tr -d "\\n" < current/{META_DIR}/manifest.json 2>/dev/null)";'
         f' printf "lock=%s\\n" "$(cat {LOCK_DIR}/info 2>/dev/null | tr "\\n" " ")"'
     )
 
@@ -41,6 +46,15 @@ def acquire_lock(root: str, info: str) -> str:
 
 def release_lock(root: str) -> str:
     return f"rm -rf {q(root)}/{LOCK_DIR}"
+
+
+def begin_release(root: str, info: str, stage: list[str]) -> str:
+    """One round trip: take the deploy lock, list the releases (under the lock, as
+    `list_releases` does) and run the `stage` commands that build the new release directory.
+    Exit 3 with the holder on stdout when the lock is held; exit 4 when a stage command fails
+    (its error on stderr)."""
+    steps = " && ".join(f"{{ {s}; }}" for s in stage) or "true"
+    return f"{acquire_lock(root, info)} && ( {list_releases(root)} ) && {{ ( {steps} ) || exit 4; }}"
 
 
 def resolve_ref(repo: str, ref: str) -> str:
@@ -59,9 +73,9 @@ def fetch_release(repo: str, sha: str, release: str) -> str:
 
 def copy_release(source: str, release: str) -> str:
     """A new release that starts as a copy of `source` (same commit, new config)."""
-    return (f"rm -rf {q(release)} && cp -a {q(source)}/. {q(release)}/ 2>/dev/null"
-            f" || {{ mkdir -p {q(release)} && cp -a {q(source)}/. {q(release)}/; }};"
-            f" rm -f {q(release)}/{META_DIR}/ok {q(release)}/{META_DIR}/fingerprint")
+    r = q(release)
+    return (f"rm -rf {r} && mkdir -p {r} && cp -a {q(source)}/. {r}/"
+            f" && rm -f {r}/{META_DIR}/ok {r}/{META_DIR}/fingerprint")
 
 
 def link_shared(root: str, release: str, paths: tuple[str, ...]) -> str:
@@ -109,7 +123,8 @@ def mark_ok(release: str, fingerprint: str) -> str:
 def list_releases(root: str) -> str:
     """Releases, oldest first, each with `ok` when its deploy passed its health checks."""
     r = q(root)
-    return (f"cd {r}/releases 2>/dev/null || exit 0; for d in */; do d=${{d%/}};"
+    return (f"cd {r}/releases 2>/dev/null || exit 0; for d in */; do [ -d \"$d\" ] || continue;"
+            f" d=${{d%/}};"
             f" if [ -f \"$d/{META_DIR}/ok\" ]; then echo \"$d ok\"; else echo \"$d failed\"; fi; done")
 
 

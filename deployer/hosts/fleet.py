@@ -113,14 +113,14 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
     progress(f"deploying {stack.name}/{env.name} to {len(hosts)} host(s),"
              f" {parallel or stack.hosts.parallel} at a time")
 
-    cancel = rel.Cancel()
+    cancel, pin = rel.Cancel(), rel.Pin()
 
     def one(host: Host) -> HostResult:
         cancel.check(host)
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
         try:
             result = rel.deploy_host(remote, stack, env, settings, outputs=outputs or {},
-                                     progress=progress, cancel=cancel)
+                                     progress=progress, cancel=cancel, pin=pin)
         finally:
             remote.close()
         progress(f"[{host}] {result.status}: {result.reason}")

@@ -1,9 +1,15 @@
 """One host's deploy, as probe → act → report.
 
-    wait for the ready marker → probe (current release, fingerprint, lock) → unchanged? stop
-    → lock → new release dir (clone at the sha, or a copy of current for a config-only change)
-    → upload changed files (0600 for secrets) → install script → service → health checks
-    → switch `current` atomically → prune old releases → audit line → unlock
+    wait for the ready marker → probe (the ref's commit, current release, fingerprint, lock)
+    → unchanged? stop → lock → new release dir (clone at the sha, or a copy of current for a
+    config-only change) → upload changed files (0600 for secrets) → install script → service
+    → health checks → switch `current` atomically → prune old releases → audit line → unlock
+
+Each arrow is not a round trip: steps that need no answer in between share one command (the
+probe resolves the ref; lock, listing and staging go together; so do the final switch, prune,
+audit and unlock), and an http:// health check travels through the SSH connection itself, so
+a poll starts no process on the host. A fleet of small hosts spends its time in the app, not
+in the tool.
 
 A failed health check leaves `current` where it was and restarts the previous release, so it
 keeps serving. Config-only changes make a new release too (a copy of current with the changed
@@ -29,7 +35,7 @@ from deployer import templates
 from deployer.config import EnvConfig, Settings
 from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
-from deployer.hosts.connection import Host, Remote
+from deployer.hosts.connection import ForwardingRefused, Host, Remote
 from deployer.results import CHANGED, FAILED, UNCHANGED, HostResult, Progress, StepResult
 from deployer.stacks import HealthCheck, Stack
 
@@ -50,6 +56,22 @@ class Cancel:
 
 
 NEVER = Cancel()
+
+
+class Pin:
+    """The commit a fleet deploys: the first host to resolve the ref fixes it for all of them,
+    so a push during the deploy cannot leave hosts on different commits. Hosts that start after
+    it is fixed skip `git ls-remote` altogether."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sha = ""
+
+    def fix(self, sha: str) -> str:
+        """`sha` if nothing is fixed yet, else what was (the caller compares)."""
+        with self._lock:
+            self.sha = self.sha or sha
+            return self.sha
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,17 @@ def render(stack: Stack, env: EnvConfig, project: Path, host: Host, sha: str,
     return Rendered(sha, files, unit, digest.hexdigest()[:16])
 
 
+def release_name(sha: str, now: float) -> str:
+    """`<UTC time to the millisecond>-<short sha>`: names sort by age whoever deploys from
+    whichever time zone, and two deploys within one second do not collide.
+
+    >>> release_name("0123456789abcdef", 1795000000.25)
+    '20261118110640250-0123456'
+    """
+    seconds, millis = divmod(round(now * 1000), 1000)
+    return f"{time.strftime('%Y%m%d%H%M%S', time.gmtime(seconds))}{millis:03d}-{sha[:7]}"
+
+
 def parse_kv(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
@@ -107,11 +140,12 @@ def app_root(stack: Stack, remote: Remote) -> str:
     return root if root.startswith("/") else f"{remote.home}/{root}"
 
 
-def probe(remote: Remote, stack: Stack) -> tuple[str, dict[str, str]]:
-    """The host's app root and what is there: current release, fingerprint, lock holder,
-    and whether systemd runs (one round trip, which also learns the remote $HOME)."""
+def probe(remote: Remote, stack: Stack, refs: str = "") -> tuple[str, dict[str, str]]:
+    """The host's app root and what is there: current release, fingerprint, manifest, lock
+    holder, whether systemd runs, and what `refs` (a `cmd.resolve_ref`) finds, in one round
+    trip, which also learns the remote $HOME."""
     assert stack.app is not None
-    state = parse_kv(remote.run(cmd.probe(stack.app.root), timeout=30, check=True,
+    state = parse_kv(remote.run(cmd.probe(stack.app.root, refs), timeout=90, check=True,
                                 what="probe").stdout)
     remote.remember_home(state.get("home", ""))
     return app_root(stack, remote), state
@@ -131,15 +165,25 @@ def wait_ready(remote: Remote, marker: str, timeout: float, progress: Progress) 
         time.sleep(READY_POLL)
 
 
-def resolve_sha(remote: Remote, repo: str, ref: str) -> str:
+def refs_command(repo: str, ref: str) -> str:
+    """What the probe runs to learn the commit `ref` names; nothing when it is a full sha."""
+    return "" if SHA.match(ref) else cmd.resolve_ref(repo, ref)
+
+
+def resolve_sha(host: Host, repo: str, ref: str, state: Mapping[str, str]) -> str:
+    """The commit `ref` names, from what the probe's `git ls-remote` printed (`refs_exit`,
+    and `refs`: its lines joined by `;`)."""
     if SHA.match(ref):
         return ref
-    found = remote.run(cmd.resolve_ref(repo, ref), timeout=60, check=True, what="git ls-remote")
-    lines = [ln.split() for ln in found.stdout.splitlines() if ln.strip()]
-    peeled = [sha for sha, name in lines if name.endswith("^{}")]
-    shas = peeled or [sha for sha, _ in lines]
+    lines = [ln.split() for ln in state.get("refs", "").split(";") if ln.strip()]
+    if state.get("refs_exit") != "0":
+        tail = [" ".join(ln) for ln in lines if ln][-1:] or ["no output"]
+        raise HostError(f"{host}: git ls-remote {repo} failed (exit {state.get('refs_exit', '?')}):"
+                        f" {tail[0]}")
+    found = [(sha, name) for sha, name, *_ in (ln + [""] for ln in lines) if SHA.match(sha)]
+    shas = [sha for sha, name in found if name.endswith("^{}")] or [sha for sha, _ in found]
     if not shas:
-        raise HostError(f"{remote.host}: git ref {ref!r} is not in {repo}")
+        raise HostError(f"{host}: git ref {ref!r} is not in {repo}")
     return shas[0]
 
 
@@ -161,13 +205,11 @@ def health(remote: Remote, checks: tuple[HealthCheck, ...], release: str, ctx: d
            progress: Progress) -> str | None:
     """Run every check with retries until its deadline; the first that fails, or None."""
     for check in checks:
-        if check.url:
-            command = cmd.health_url(templates.render_string(check.url, ctx, name=f"health {check.name}"))
-        else:
-            command = cmd.health_command(release, check.command)
+        target = (templates.render_string(check.url, ctx, name=f"health {check.name}") if check.url
+                  else cmd.health_command(release, check.command))
         deadline = time.monotonic() + check.deadline
         for attempt in range(1, check.retries + 1):
-            if remote.run(command, timeout=30, what=f"health check {check.name}").ok:
+            if _check_once(remote, check, target, progress):
                 progress(f"[{remote.host}] health check '{check.name}' passed")
                 break
             if attempt == check.retries or time.monotonic() + check.interval > deadline:
@@ -176,10 +218,28 @@ def health(remote: Remote, checks: tuple[HealthCheck, ...], release: str, ctx: d
     return None
 
 
+def _check_once(remote: Remote, check: HealthCheck, target: str, progress: Progress) -> bool:
+    """One try of a check, made on the host. An http:// URL is fetched through the SSH
+    connection (the host's sshd connects; no process is started there); https://, or a host
+    whose sshd refuses forwarding, runs curl (or python3) on the host instead."""
+    if not check.url:
+        return remote.run(target, timeout=30, what=f"health check {check.name}").ok
+    if target.startswith("http://") and remote.forwarding:
+        try:
+            status = remote.http_status(target, timeout=5)
+            return status is not None and status < 400
+        except ForwardingRefused:
+            remote.forwarding = False
+            progress(f"[{remote.host}] sshd here refuses TCP forwarding: URL checks run curl"
+                     " on the host instead")
+    return remote.run(cmd.health_url(target), timeout=30, what=f"health check {check.name}").ok
+
+
 def start_service(remote: Remote, stack: Stack, root: str, release: str, progress: Progress, *,
-                  systemd: bool | None = None, unit: str | None = None) -> str:
+                  systemd: bool | None = None, unit: str | None = None, first: str = "") -> str:
     """Install and (re)start the stack's service; say how. `systemd` and `unit` save a round
-    trip each when the caller knows them already."""
+    trip each when the caller knows them already; `first` is a command to run before, in the
+    same round trip (switching `current`)."""
     app = stack.app
     assert app is not None and app.service is not None
     service = app.service
@@ -187,7 +247,7 @@ def start_service(remote: Remote, stack: Stack, root: str, release: str, progres
     if systemd is None:
         systemd = remote.run(cmd.has_systemd(), timeout=30).ok
     if systemd:
-        remote.run(cmd.install_unit(unit_path, service.name), timeout=120, check=True,
+        remote.run(_then(first, cmd.install_unit(unit_path, service.name)), timeout=120, check=True,
                    what=f"systemctl restart {service.name}")
         return f"systemd unit {service.name} restarted"
     if service.fallback != "nohup":
@@ -203,11 +263,16 @@ def start_service(remote: Remote, stack: Stack, root: str, release: str, progres
     workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
     env_files = [f.lstrip("-").replace("%h", remote.home)
                  for f in fields.get("EnvironmentFile", "").split()]
-    remote.run(cmd.nohup_service(root, service.name, workdir, fields["ExecStart"], env_files),
+    remote.run(_then(first, cmd.nohup_service(root, service.name, workdir, fields["ExecStart"],
+                                               env_files)),
                timeout=60, check=True, what=f"start {service.name} (nohup)")
     progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
              " (the stack's fallback supervisor), not as a systemd service")
     return f"{service.name} started under nohup (host has no systemd)"
+
+
+def _then(first: str, command: str) -> str:
+    return f"{first} && {{ {command}; }}" if first else command
 
 
 def _unit_fields(unit: str) -> dict[str, str]:
@@ -221,8 +286,9 @@ def _unit_fields(unit: str) -> dict[str, str]:
 
 def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
                 outputs: Mapping[str, object], progress: Progress,
-                cancel: Cancel = NEVER) -> HostResult:
-    """Make one host match the env file; see the module docstring for the steps."""
+                cancel: Cancel = NEVER, pin: Pin | None = None) -> HostResult:
+    """Make one host match the env file; see the module docstring for the steps. Round trips:
+    probe, lock+stage, uploads (SFTP), install, switch+service, health, finish."""
     app, hosts = stack.app, stack.hosts
     assert app is not None and hosts is not None
     host = remote.host
@@ -230,33 +296,52 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     remote.open()
     if hosts.ready_marker:
         wait_ready(remote, hosts.ready_marker, hosts.ready_timeout, progress)
-    root, state = probe(remote, stack)
     repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
-    sha = resolve_sha(remote, repo, ref)
+    pin = pin or Pin()
+    pinned = pin.sha
+    root, state = probe(remote, stack, "" if pinned else refs_command(repo, ref))
+    resolved = pinned or resolve_sha(host, repo, ref, state)
+    sha = pin.fix(resolved)
+    if sha != resolved:
+        say(f"{ref} now names {resolved[:7]} here, but the fleet deploys {sha[:7]}: staying with it")
     wanted = render(stack, env, settings.project, host, sha, outputs)
     if state.get("fingerprint") == wanted.fingerprint:
         current = state.get("current", "").removeprefix("releases/")
         return HostResult(str(host), UNCHANGED, f"release {current} already current",
                           current, wanted.fingerprint)
-    steps: list[StepResult] = []
-    since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    info = f"{who()} since {since} deploying {stack.name}/{env.name} {ref} {sha[:7]}"
-    lock = remote.run(cmd.acquire_lock(root, info), timeout=30, what="lock")
-    if lock.code == 3 and _lock_is_stale(lock.stdout):
-        say(f"breaking a stale deploy lock ({lock.stdout.strip()}): that process is gone")
-        remote.run(cmd.release_lock(root), timeout=30, check=True, what="unlock")
-        lock = remote.run(cmd.acquire_lock(root, info), timeout=30, what="lock")
-    if lock.code == 3:
-        return HostResult(str(host), FAILED, f"deploy lock held by {lock.stdout.strip()}",
-                          locked=True)
-    if not lock.ok:
-        raise HostError(f"{host}: could not take the deploy lock: {lock.stderr.strip()}")
-    name = f"{time.strftime('%Y%m%d%H%M%S')}-{sha[:7]}"
+    name = release_name(sha, time.time())
     release = f"{root}/releases/{name}"
     previous = state.get("current", "")
+    plan = _plan_release(root, release, previous, state.get("manifest", ""), wanted, stack, repo)
+    say(plan.says)
+    info = (f"{who()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} deploying"
+            f" {stack.name}/{env.name} {ref} {sha[:7]}")
+    begin = remote.run(cmd.begin_release(root, info, plan.stage), timeout=600, what="lock")
+    if begin.code == 3 and _lock_is_stale(begin.stdout):
+        say(f"breaking a stale deploy lock ({begin.stdout.strip()}): that process is gone")
+        remote.run(cmd.release_lock(root), timeout=30, check=True, what="unlock")
+        begin = remote.run(cmd.begin_release(root, info, plan.stage), timeout=600, what="lock")
+    if begin.code == 3:
+        return HostResult(str(host), FAILED, f"deploy lock held by {begin.stdout.strip()}",
+                          locked=True)
+    if begin.code not in (0, 4):
+        raise HostError(f"{host}: could not take the deploy lock: {_last_line(begin)}")
+    locked = True
+    steps: list[StepResult] = []
     try:
-        changed_files = _stage_release(remote, root, release, previous, wanted, stack, repo, say,
-                                       steps)
+        if begin.code == 4:
+            raise HostError(f"{host}: {plan.what} failed: {remote.log.masker.mask(_last_line(begin))}")
+        steps.append(StepResult("release", CHANGED, release))
+        for path in plan.upload:
+            content, secret = wanted.files[path]
+            remote.put(content, f"{release}/{path}", mode=0o600 if secret else 0o644)
+        if plan.upload:
+            steps.append(StepResult("files", CHANGED, ", ".join(plan.upload)))
+        remote.put(json.dumps(wanted.manifest, indent=1).encode(),
+                   f"{release}/{cmd.META_DIR}/manifest.json", mode=0o644)
+        if app.service is not None:
+            remote.put(wanted.unit, f"{release}/{cmd.META_DIR}/{app.service.name}.service",
+                       mode=0o644)
         cancel.check(host)
         say(f"running {app.install}")
         script = remote.run(cmd.run_script(release, app.install, {
@@ -275,10 +360,9 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
             cancel.check(host)
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
-            remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
             steps.append(StepResult("service", CHANGED, start_service(
                 remote, stack, root, release, progress, systemd=state.get("systemd") == "yes",
-                unit=wanted.unit.decode())))
+                unit=wanted.unit.decode(), first=cmd.switch_current(root, name))))
         failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
         if failed is None and cancel.event.is_set():
             _restore(remote, stack, root, previous, say)
@@ -289,64 +373,69 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
             return HostResult(str(host), FAILED,
                               f"health check '{failed}' failed on {host}; release {name} not made"
                               f" current; {restored}", name, wanted.fingerprint, tuple(steps))
-        listing = remote.run(
-            f"{cmd.mark_ok(release, wanted.fingerprint)} && {cmd.switch_current(root, name)}"
-            f" && {cmd.list_releases(root)}", timeout=30, check=True, what="switch current")
+        doomed = releases_to_prune(f"{begin.stdout}\n{name} ok", app.keep_releases, name)
+        finish = (f"{{ {cmd.mark_ok(release, wanted.fingerprint)} && {cmd.switch_current(root, name)}"
+                  f" && {{ {cmd.remove_releases(root, doomed)};"
+                  f" {cmd.audit(root, _audit_line(ref, sha, wanted.fingerprint, 'ok'))}; }}; }};"
+                  f" rc=$?; {cmd.release_lock(root)}; exit $rc")
+        done = remote.run(finish, timeout=120, what="switch current")
+        locked = False  # the finish released it, whatever else it did
+        if not done.ok:
+            raise HostError(f"{host}: switching current to {name} failed: {_last_line(done)}")
         steps.append(StepResult("current", CHANGED, f"now {name}"))
-        _prune(remote, root, app.keep_releases, name, listing.stdout,
-               audit_line=_audit_line(ref, sha, wanted.fingerprint, "ok"))
-        what = (f"config only: {', '.join(changed_files)}" if changed_files is not None
+        what = (f"config only: {', '.join(plan.changed)}" if plan.changed is not None
                 else f"new commit {sha[:7]}")
         return HostResult(str(host), CHANGED, f"{what}; reran {app.install}", name,
                           wanted.fingerprint, tuple(steps))
     finally:
-        try:
-            remote.run(cmd.release_lock(root), timeout=30, what="unlock")
-        except HostError:
-            pass  # the connection is gone; the next run sees the holder is dead and breaks it
+        if locked:
+            try:
+                remote.run(cmd.release_lock(root), timeout=30, what="unlock")
+            except HostError:
+                pass  # the connection is gone; the next run sees the holder is dead and breaks it
 
 
-def _stage_release(remote: Remote, root: str, release: str, previous: str, wanted: Rendered,
-                   stack: Stack, repo: str, say: Any, steps: list[StepResult]) -> list[str] | None:
-    """Build the release directory. Returns the changed file paths for a config-only change
-    (same commit as current), or None for a new commit."""
+def _last_line(result: Any) -> str:
+    return ((result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"])[0]
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """How the new release directory is built: `stage` commands (run under the lock), the files
+    to upload after, and for a config-only change the changed paths (None for a new commit)."""
+
+    stage: list[str]
+    upload: list[str]
+    changed: list[str] | None
+    what: str
+    says: str
+
+
+def _plan_release(root: str, release: str, previous: str, manifest_json: str, wanted: Rendered,
+                  stack: Stack, repo: str) -> ReleasePlan:
+    """A config-only change (the current release has the same commit) copies current and
+    uploads what changed; a new commit is cloned and gets every file."""
     app = stack.app
     assert app is not None
-    manifest = {}
-    if previous:
-        manifest_path = f"{root}/{previous}/{cmd.META_DIR}/manifest.json"
-        got = remote.run(f"cat {cmd.q(manifest_path)}", timeout=30)
-        manifest = json.loads(got.stdout) if got.ok and got.stdout.strip() else {}
+    try:
+        manifest = json.loads(manifest_json) if previous and manifest_json.strip() else {}
+    except ValueError:
+        manifest = {}  # unreadable: treat as a new commit, which rebuilds everything
     new_hashes = wanted.manifest["files"]
     if manifest.get("sha") == wanted.sha:
         changed = sorted(p for p, h in new_hashes.items() if manifest.get("files", {}).get(p) != h)
-        say(f"same commit {wanted.sha[:7]}; config changed: {', '.join(changed) or 'service unit'}")
-        remote.run(cmd.copy_release(f"{root}/{previous}", release), timeout=300, check=True,
-                   what="copy release")
-        upload = changed
+        stage, upload, what = [cmd.copy_release(f"{root}/{previous}", release)], changed, "copy release"
+        says = f"same commit {wanted.sha[:7]}; config changed: {', '.join(changed) or 'service unit'}"
         result: list[str] | None = changed
     else:
-        say(f"fetching {wanted.sha[:7]} into {release}")
-        remote.run(cmd.fetch_release(repo, wanted.sha, release), timeout=600,
-                   check=True, what="git clone")
-        upload = sorted(wanted.files)
-        result = None
-    steps.append(StepResult("release", CHANGED, release))
+        stage, upload = [cmd.fetch_release(repo, wanted.sha, release)], sorted(wanted.files)
+        what = "git clone"
+        says, result = f"fetching {wanted.sha[:7]} into {release}", None
     if app.shared_paths:
-        remote.run(cmd.link_shared(root, release, app.shared_paths), timeout=60, check=True,
-                   what="link shared paths")
-    dirs = [os.path.dirname(f"{release}/{p}") for p in upload] + [f"{release}/{cmd.META_DIR}"]
-    remote.run(cmd.make_dirs(dirs), timeout=30, check=True, what="mkdir")
-    for path in upload:
-        content, secret = wanted.files[path]
-        remote.put(content, f"{release}/{path}", mode=0o600 if secret else 0o644)
-    if upload:
-        steps.append(StepResult("files", CHANGED, ", ".join(upload)))
-    remote.put(json.dumps(wanted.manifest, indent=1).encode(),
-               f"{release}/{cmd.META_DIR}/manifest.json", mode=0o644)
-    if app.service is not None:
-        remote.put(wanted.unit, f"{release}/{cmd.META_DIR}/{app.service.name}.service", mode=0o644)
-    return result
+        stage.append(cmd.link_shared(root, release, app.shared_paths))
+    stage.append(cmd.make_dirs([os.path.dirname(f"{release}/{p}") for p in upload]
+                               + [f"{release}/{cmd.META_DIR}"]))
+    return ReleasePlan(stage, upload, result, what, says)
 
 
 def _restore(remote: Remote, stack: Stack, root: str, previous: str, say: Any) -> str:
@@ -369,16 +458,13 @@ def _restore(remote: Remote, stack: Stack, root: str, previous: str, say: Any) -
     return f"current stays {previous.removeprefix('releases/')} ({state})"
 
 
-def _prune(remote: Remote, root: str, keep: int, current: str, listing: str, *,
-           audit_line: str) -> None:
-    """Remove all but the `keep` newest healthy releases and every failed one (never
-    `current`), and append the audit line, in one round trip."""
-    rows = [ln.split() for ln in listing.splitlines() if ln.strip()]
+def releases_to_prune(listing: str, keep: int, current: str) -> list[str]:
+    """From `list_releases` output: every failed release and all but the `keep` newest healthy
+    ones, never `current`."""
+    rows = [ln.split() for ln in listing.splitlines() if len(ln.split()) == 2]
     ok = [n for n, s in rows if s == "ok"]
     failed = [n for n, s in rows if s != "ok" and n != current]
-    old_ok = [n for n in ok[:-keep] if n != current] if len(ok) > keep else []
-    remote.run(f"{cmd.remove_releases(root, old_ok + failed)}; {cmd.audit(root, audit_line)}",
-               timeout=120, check=True, what="prune")
+    return [n for n in ok[:-keep] if n != current] + failed if len(ok) > keep else failed
 
 
 def _audit_line(ref: str, sha: str, fingerprint: str, result: str) -> str:

@@ -40,6 +40,7 @@ UsePAM no
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 SetEnv HOME={home}
+AllowTcpForwarding {forwarding}
 MaxStartups 200:30:400
 MaxSessions 100
 LogLevel ERROR
@@ -79,8 +80,9 @@ class SandboxHost:
         pid = self._pid()
         return bool(pid) and is_alive(pid, str(self.config))
 
-    def start(self, *, authorized_keys: str, timeout: float = 10.0) -> None:
-        """Start sshd (or leave a running one alone, with the keys updated)."""
+    def start(self, *, authorized_keys: str, timeout: float = 10.0, forwarding: bool = True) -> None:
+        """Start sshd (or leave a running one alone, with the keys updated). `forwarding=False`
+        makes a hardened host whose sshd refuses TCP forwarding (`AllowTcpForwarding no`)."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.directory / "authorized_keys").write_text(authorized_keys.strip() + "\n")
         if self.is_running():
@@ -94,7 +96,8 @@ class SandboxHost:
                 " sshd: another sandbox (run `deploy sandbox down` in its checkout) or another"
                 " sshd owns it; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves the demo's edge hosts")
         self.config.write_text(CONFIG.format(address=self.address, port=self.port,
-                                             dir=self.directory, home=self.home))
+                                             dir=self.directory, home=self.home,
+                                             forwarding="yes" if forwarding else "no"))
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         proc = process.start_background([SSHD, "-D", "-e", "-f", str(self.config)],
                                         env=dict(os.environ), log_path=self.directory / "sshd.log")
