@@ -5,9 +5,16 @@
 
 Each run is a first deploy (fresh app roots): clone the app at a commit, write the edge env file,
 run edge_server/install.sh, start the edge server, check /health over HTTP on the host, switch
-`current`. Hosts are real OpenSSH sshd processes on 127.0.x.y:22 (root needed). Prints medians,
-ratios to the plain-ssh floor, and the deploy client's peak RSS. Needs ansible-core for the
-Ansible column (pip install ansible-core); without it that column says so.
+`current`. Hosts are real OpenSSH sshd processes on 127.0.x.y:22 (root needed). The methods take
+turns within each repeat (the order rotates), so a slower or busier moment of the machine is
+shared rather than charged to one method. Prints medians, ratios, the CPU the whole machine
+spent per run (client and hosts: they share its cores), the CPU of the client side alone (what
+a real fleet, whose hosts have their own cores, would load the operator's machine with), and
+the deploy client's peak RSS.
+
+Ansible runs twice: as installed (`ansible-playbook -f N`, the issue's comparison) and with SSH
+pipelining on (its documented speed-up), so a reader sees both. Needs ansible-core
+(pip install ansible-core); without it those columns say so.
 """
 
 from __future__ import annotations
@@ -55,18 +62,39 @@ def reset(hosts: list[SandboxHost]) -> None:
         shutil.rmtree(host.home / "chronos-edge", ignore_errors=True)
 
 
-def timed(argv: list[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has spent (user + system, all cores) since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def children_cpu() -> float:
+    """CPU seconds of every finished child of this process (the tools, their forks and ssh
+    clients); the hosts' sshd sessions are children of the sshd daemons, not counted here."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], **kwargs) -> tuple[float, int, str, float]:
+    """Run `argv`: its wall time, exit status, output, and its own peak RSS in MB (wait4)."""
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, **kwargs)
-    return time.perf_counter() - started, done
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait
+    return took, proc.returncode, output, usage.ru_maxrss / 1024
 
 
-def run_deploy(project: Path, env: dict[str, str]) -> float:
-    took, done = timed([DEPLOY, "edge", "bench", "--accept-new-host-keys", "--parallel", "64"],
-                       cwd=project, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"deploy failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return took
+def run_deploy(project: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and the client's peak RSS in MB."""
+    took, code, output, peak_mb = timed(
+        [DEPLOY, "edge", "bench", "--accept-new-host-keys", "--parallel", "64"], cwd=project, env=env)
+    if code != 0:
+        raise SystemExit(f"deploy failed:\n{output[-3000:]}")
+    return took, peak_mb
 
 
 def run_ssh(hosts: list[SandboxHost], key: Path, repo: str, sha: str) -> float:
@@ -84,7 +112,7 @@ def run_ssh(hosts: list[SandboxHost], key: Path, repo: str, sha: str) -> float:
 
 
 def run_ansible(hosts: list[SandboxHost], key: Path, repo: str, sha: str,
-                work: Path) -> float | None:
+                work: Path, *, pipelining: bool) -> float | None:
     playbook_bin = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) \
         or shutil.which("ansible-playbook")
     if not playbook_bin:
@@ -139,12 +167,22 @@ def run_ansible(hosts: list[SandboxHost], key: Path, repo: str, sha: str,
         force: true
 """)
     env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "False",
-           "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3"}
-    took, done = timed([playbook_bin, "-f", str(len(hosts)), "-i", str(inventory), str(playbook)],
-                       env=env)
+           "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+           "ANSIBLE_PIPELINING": "True" if pipelining else "False"}
+    started = time.perf_counter()
+    done = subprocess.run([playbook_bin, "-f", str(len(hosts)), "-i", str(inventory), str(playbook)],
+                          env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ansible failed:\n{done.stdout[-2000:]}")
-    return took
+    return time.perf_counter() - started
+
+
+def show(value: float | None, width: int) -> str:
+    return f"{value:>{width - 1}.2f}s" if value is not None else f"{'n/a':>{width}}"
+
+
+def ratio(value: float | None, base: float, width: int) -> str:
+    return f"{value / base:>{width - 1}.1f}x" if value is not None else f"{'n/a':>{width}}"
 
 
 def main() -> None:
@@ -170,49 +208,63 @@ def main() -> None:
                  for i in range(1, max(args.sizes) + 1)]
     for host in all_hosts:
         host.start(authorized_keys=key.with_suffix(".pub").read_text())
-    medians: dict[int, dict[str, float]] = {n: {} for n in args.sizes}
+    methods = ("ssh", "deploy", "ansible", "ansible+pipe")
+    runs: dict[int, dict[str, list[tuple[float, float, float]]]] = {n: {m: [] for m in methods}
+                                                              for n in args.sizes}
     peak_mb = 0.0
     try:
-        # Ansible runs last, so the peak RSS taken before it is the deploy client's (and ssh's).
-        for method in ("ssh", "deploy", "ansible"):
-            for n in args.sizes:
-                hosts = all_hosts[:n]
-                (project / "deployments" / "env-bench").write_text(
-                    "edge_hosts=" + " ".join(f"root@{h.address}" for h in hosts) + "\n"
-                    f"git_repo={repo}\ngit_ref=main\nfrp_token=bench-token-1234\n"
-                    f"edge_api_url=http://localhost/api\nedge_port={PORT}\n")
-                runs = []
-                for _ in range(args.repeat):
+        for n in args.sizes:
+            hosts = all_hosts[:n]
+            (project / "deployments" / "env-bench").write_text(
+                "edge_hosts=" + " ".join(f"root@{h.address}" for h in hosts) + "\n"
+                f"git_repo={repo}\ngit_ref=main\nfrp_token=bench-token-1234\n"
+                f"edge_api_url=http://localhost/api\nedge_port={PORT}\n")
+            for repeat in range(args.repeat):
+                order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
+                for method in order:
                     reset(hosts)
+                    cpu, client = machine_cpu(), children_cpu()
                     if method == "ssh":
-                        runs.append(run_ssh(hosts, key, repo, sha))
+                        took = run_ssh(hosts, key, repo, sha)
                     elif method == "deploy":
-                        runs.append(run_deploy(project, env))
+                        took, rss = run_deploy(project, env)
+                        peak_mb = max(peak_mb, rss)
                     else:
-                        took = run_ansible(hosts, key, repo, sha, work)
+                        took = run_ansible(hosts, key, repo, sha, work,
+                                           pipelining=method == "ansible+pipe")
                         if took is None:
-                            break
-                        runs.append(took)
-                if runs:
-                    medians[n][method] = statistics.median(runs)
-                    print(f"N={n:<3} {method:<8} median {medians[n][method]:6.2f}s"
-                          f"  runs {' '.join(f'{r:.2f}' for r in runs)}", flush=True)
-            if method == "deploy":
-                peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                            continue
+                    runs[n][method].append((took, machine_cpu() - cpu, children_cpu() - client))
+                    print(f"N={n:<3} repeat {repeat + 1}  {method:<12} {took:6.2f}s  machine CPU"
+                          f" {runs[n][method][-1][1]:6.2f}s  client CPU {runs[n][method][-1][2]:6.2f}s",
+                          flush=True)
     finally:
+        reset(all_hosts)
         for host in all_hosts:
             host.stop()
+
+    def median(n: int, method: str, index: int = 0) -> float | None:
+        got = [r[index] for r in runs[n][method]]
+        return statistics.median(got) if got else None
+
     print()
-    print(f"medians of {args.repeat} runs; first deploys to N loopback sshd hosts")
-    print(f"{'N':>3}  {'plain ssh':>10}  {'deploy':>8}  {'ansible':>8}  {'deploy/ssh':>10}"
-          f"  {'ansible/deploy':>14}")
-    for n, med in medians.items():
-        ansible = med.get("ansible")
-        ratio = f"{ansible / med['deploy']:.1f}x" if ansible else "n/a (no ansible)"
-        shown = f"{ansible:.2f}s" if ansible else "n/a"
-        print(f"{n:>3}  {med['ssh']:>9.2f}s  {med['deploy']:>7.2f}s  {shown:>8}"
-              f"  {med['deploy'] / med['ssh']:>9.2f}x  {ratio:>14}")
-    print(f"peak RSS of the deploy client (largest child before Ansible ran): {peak_mb:.0f} MB")
+    print(f"medians of {args.repeat} runs, methods interleaved; first deploys to N loopback sshd"
+          f" hosts on this {os.cpu_count()}-core machine (client and hosts share its cores)")
+    print(f"{'N':>3}  {'plain ssh':>10}  {'deploy':>8}  {'ansible':>8}  {'ansible+pipe':>12}"
+          f"  {'deploy/ssh':>10}  {'ansible/deploy':>14}  {'ansible+pipe/deploy':>19}")
+    for n in args.sizes:
+        ssh, dep = median(n, "ssh"), median(n, "deploy")
+        ans, pipe = median(n, "ansible"), median(n, "ansible+pipe")
+        assert ssh is not None and dep is not None
+        print(f"{n:>3}  {show(ssh, 10)}  {show(dep, 8)}  {show(ans, 8)}  {show(pipe, 12)}"
+              f"  {dep / ssh:>9.2f}x  {ratio(ans, dep, 14)}  {ratio(pipe, dep, 19)}")
+    for index, what in ((1, "machine CPU per run (client + hosts)"),
+                        (2, "client CPU per run (the tool and its ssh processes)")):
+        print(f"{what}, medians:")
+        for n in args.sizes:
+            print(f"  N={n:<3} " + "  ".join(f"{m} {median(n, m, index):.2f}s" for m in methods
+                                              if median(n, m, index) is not None))
+    print(f"peak RSS of the deploy client (largest run): {peak_mb:.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
 
 
