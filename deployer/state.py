@@ -371,9 +371,9 @@ def bootstrap(
     settings: Settings, *, repair: bool, progress: Progress = no_progress
 ) -> tuple[StepResult, ...]:
     """Create what is missing; repair drifted settings when `repair`, else report them.
-
-    >>> bootstrap(settings, repair=True)  # doctest: +SKIP
-    (StepResult(name='bucket', status='unchanged', reason='s3://ops-chronos-… exists in us-east-1'), …)
+    For example `bootstrap(settings, repair=True)` returns `(StepResult(name='bucket',
+    status='unchanged', reason='s3://ops-chronos-… exists in us-east-1'), …)`. (Not a doctest:
+    it needs an AWS endpoint; tests/test_state.py runs it against moto.)
     """
     return _run(settings, create=True, repair=repair, progress=progress)
 

