@@ -231,8 +231,10 @@ def test_held_lock_stops_with_the_holder(project: Project, ssh_hosts, app_origin
     assert project.deploy("web", "stage").returncode == 0
 
 
-def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
-        project: Project, ssh_hosts, app_origin, operator_key, tmp_path: Path) -> None:
+def deploy_inside_a_slow_install(project: Project, ssh_hosts, app_origin: str, operator_key: Path,
+                                 tmp_path: Path) -> tuple:
+    """One host with a healthy release; then a deploy of a commit whose install.sh sleeps 3 s,
+    returned while it is inside that script (the host, the good release, the running deploy)."""
     (host,) = ssh_hosts(1)
     slow = bad_origin(tmp_path, app_origin, health=False, sleep=3)
     web_project(project, [host], slow, operator_key, ref="good")
@@ -246,6 +248,13 @@ def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
     while time.monotonic() < deadline and not (host.home / "web" / ".deploy-lock").exists():
         time.sleep(0.05)
     time.sleep(1.0)  # inside the slow install.sh
+    return host, good, run
+
+
+def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
+        project: Project, ssh_hosts, app_origin, operator_key, tmp_path: Path) -> None:
+    host, good, run = deploy_inside_a_slow_install(project, ssh_hosts, app_origin, operator_key,
+                                                   tmp_path)
     host.stop()  # sshd and the host's processes die, as in a crash
     out, err = run.communicate(timeout=120)
     assert run.returncode == 1, out + err
@@ -312,19 +321,8 @@ def test_ctrl_c_during_the_host_phase(project: Project, ssh_hosts, app_origin, o
     """The host stops at its next step: lock released, `current` untouched, old release serving."""
     import signal
 
-    (host,) = ssh_hosts(1)
-    slow = bad_origin(tmp_path, app_origin, health=False, sleep=3)
-    web_project(project, [host], slow, operator_key, ref="good")
-    assert project.deploy("web", "stage", "--accept-new-host-keys").returncode == 0
-    good = os.readlink(host.home / "web" / "current")
-    env = project.path / "deployments" / "env-stage"
-    env.write_text(env.read_text().replace("git_ref=good", "git_ref=main"))
-    run = subprocess.Popen([DEPLOY, "web", "stage"], cwd=project.path, env=project.environ,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (host.home / "web" / ".deploy-lock").exists():
-        time.sleep(0.05)
-    time.sleep(1.0)  # inside the slow install.sh
+    host, good, run = deploy_inside_a_slow_install(project, ssh_hosts, app_origin, operator_key,
+                                                   tmp_path)
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, out + err
