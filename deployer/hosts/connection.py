@@ -131,6 +131,11 @@ class Result:
     def ok(self) -> bool:
         return self.code == 0
 
+    @property
+    def last_line(self) -> str:
+        """What an error message quotes: the last line of stderr, else of stdout."""
+        return ((self.stderr or self.stdout).strip().splitlines()[-1:] or ["no output"])[0]
+
 
 class _Lines:
     """A file-like sink that hands complete lines to `emit` (parallel hosts never interleave)."""
@@ -241,9 +246,8 @@ class Remote:
             err.flush()
         result = Result(done.exited, done.stdout, done.stderr)
         if check and not result.ok:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise HostError(f"{self.host}: {what or 'command'} failed (exit {done.exited}):"
-                            f" {self.log.masker.mask(tail[0])}")
+                            f" {self.log.masker.mask(result.last_line)}")
         return result
 
     def put(self, data: bytes, path: str, *, mode: int) -> None:

@@ -325,12 +325,13 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         return HostResult(str(host), FAILED, f"deploy lock held by {begin.stdout.strip()}",
                           locked=True)
     if begin.code not in (0, 4):
-        raise HostError(f"{host}: could not take the deploy lock: {_last_line(begin)}")
+        raise HostError(f"{host}: could not take the deploy lock:"
+                        f" {remote.log.masker.mask(begin.last_line)}")
     locked = True
     steps: list[StepResult] = []
     try:
         if begin.code == 4:
-            raise HostError(f"{host}: {plan.what} failed: {remote.log.masker.mask(_last_line(begin))}")
+            raise HostError(f"{host}: {plan.what} failed: {remote.log.masker.mask(begin.last_line)}")
         steps.append(StepResult("release", CHANGED, release))
         for path in plan.upload:
             content, secret = wanted.files[path]
@@ -381,7 +382,8 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         done = remote.run(finish, timeout=120, what="switch current")
         locked = False  # the finish released it, whatever else it did
         if not done.ok:
-            raise HostError(f"{host}: switching current to {name} failed: {_last_line(done)}")
+            raise HostError(f"{host}: switching current to {name} failed:"
+                            f" {remote.log.masker.mask(done.last_line)}")
         steps.append(StepResult("current", CHANGED, f"now {name}"))
         what = (f"config only: {', '.join(plan.changed)}" if plan.changed is not None
                 else f"new commit {sha[:7]}")
@@ -393,10 +395,6 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 remote.run(cmd.release_lock(root), timeout=30, what="unlock")
             except HostError:
                 pass  # the connection is gone; the next run sees the holder is dead and breaks it
-
-
-def _last_line(result: Any) -> str:
-    return ((result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"])[0]
 
 
 @dataclass(frozen=True)
