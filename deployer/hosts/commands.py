@@ -67,8 +67,7 @@ def fetch_release(repo: str, sha: str, release: str) -> str:
     """Clone `repo` at `sha` into a fresh release directory."""
     d = q(release)
     return (f"rm -rf {d} && mkdir -p {d} && git clone --quiet --no-checkout {q(repo)} {d}"
-            f" && git -C {d} -c advice.detachedHead=false checkout --quiet {q(sha)}"
-            f" && mkdir -p {d}/{META_DIR}")
+            f" && git -C {d} -c advice.detachedHead=false checkout --quiet {q(sha)}")
 
 
 def copy_release(source: str, release: str) -> str:
