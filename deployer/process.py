@@ -157,6 +157,26 @@ def is_alive(pid: int, marker: str) -> bool:
     return marker in cmdline
 
 
+def pids_naming(text: str) -> list[int]:
+    """Processes whose command line contains `text`, this process and its ancestors excepted.
+
+    >>> os.getpid() in pids_naming("python")
+    False
+    """
+    spared, pid = set(), os.getpid()
+    while pid > 1:
+        spared.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in spared and is_alive(int(entry.name), text):
+            found.append(int(entry.name))
+    return found
+
+
 def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
     """Stop our process `pid` (TERM, then KILL). False when it was not running."""
     if not is_alive(pid, marker):

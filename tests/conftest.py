@@ -140,6 +140,9 @@ def app_origin(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 _next_subnet = iter(range(100, 250))
+# The second octet of the test hosts' addresses: two suites on one machine (say a developer's
+# run beside CI's) set different DEPLOYER_TEST_HOST_OCTET values and never meet on an address.
+_HOST_OCTET = int(os.environ.get("DEPLOYER_TEST_HOST_OCTET", "0"))
 
 
 @pytest.fixture
@@ -153,7 +156,8 @@ def ssh_hosts(tmp_path: Path, operator_key: Path) -> Iterator[Callable[[int], li
         subnet = next(_next_subnet)
         hosts = []
         for i in range(1, count + 1):
-            host = SandboxHost(tmp_path / "hosts" / f"127.0.{subnet}.{i}", f"127.0.{subnet}.{i}")
+            address = f"127.{_HOST_OCTET}.{subnet}.{i}"
+            host = SandboxHost(tmp_path / "hosts" / address, address)
             host.start(authorized_keys=operator_key.with_suffix(".pub").read_text(),
                        forwarding=forwarding)
             if ready:

@@ -8,8 +8,9 @@
   that address, with its own host key, $HOME and the instance key pair's public key; booting is
   emulated by writing the ready marker a moment later. `user_data` itself is NOT run.
 - A few edge hosts: more loopback sshds, for the edge stack.
-Everything lives under `.deployer/sandbox/`; `down` stops every process it started, by pid, and
-leaves files alone (host keys survive, so known_hosts stays valid across down/up).
+Everything lives under `.deployer/sandbox/`; `down` stops every process it ever started (by pid,
+then by a command line naming that directory), and leaves files alone (host keys survive, so
+known_hosts stays valid across down/up).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from deployer.secrets import Masker
 PROFILE = "sandbox"
 REGION = "us-east-1"
 EDGE_ADDRESSES = ("127.0.10.1", "127.0.10.2", "127.0.10.3")
+# What the command lines of the sandbox's own services contain (a reused pid is not ours).
+ENDPOINT_MARKER = "deployer.sandbox.endpoint"
+WATCHER_MARKER = "deployer.sandbox.instances"
 
 
 def edge_addresses(environ: dict[str, str]) -> tuple[str, ...]:
@@ -121,13 +125,21 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
     results = []
 
     ep = state.get("endpoint")
-    if ep and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(
-            ep["url"], Path(ep["ca_bundle"])):
+    if ep and is_alive(ep["pid"], ENDPOINT_MARKER):
+        # The recorded endpoint holds the cloud: never start a second one beside it, however
+        # slowly it answers. A busy machine answers late; a second endpoint would be empty.
+        if not endpoint.wait_until_up(ep["url"], Path(ep["ca_bundle"]), deadline=endpoint.PATIENCE_SECONDS,
+                                      alive=lambda: is_alive(ep["pid"], ENDPOINT_MARKER)):
+            raise SandboxError(
+                f"the sandbox AWS endpoint (pid {ep['pid']}, {ep['url']}) is running but did not"
+                f" answer within {endpoint.PATIENCE_SECONDS:.0f}s; see {p.root / 'endpoint.log'}."
+                " It was left alone: wait and retry, or `deploy sandbox down` (the sandbox's cloud"
+                " is lost with it)")
         results.append(StepResult("aws endpoint", UNCHANGED, f"running at {ep['url']}"))
     else:
         started = endpoint.start(p.root / "endpoint.log")
-        state["endpoint"] = {"url": started.url, "pid": started.pid,
-                             "ca_bundle": str(started.ca_bundle)}
+        ep = state["endpoint"] = {"url": started.url, "pid": started.pid,
+                                  "ca_bundle": str(started.ca_bundle)}
         _write_state(p, state)
         results.append(StepResult("aws endpoint", CHANGED, f"started moto at {started.url}"))
 
@@ -155,13 +167,16 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
             results.append(StepResult(f"edge host {address}", CHANGED, "started sshd"))
 
     watcher = state.get("watcher")
-    if watcher and is_alive(watcher["pid"], "deployer.sandbox.instances"):
+    if watcher and is_alive(watcher["pid"], WATCHER_MARKER) and watcher.get("endpoint_pid") == ep["pid"]:
         results.append(StepResult("instance emulation", UNCHANGED, f"watcher pid {watcher['pid']}"))
     else:
+        if watcher:  # it watches an endpoint that is gone: it must not outlive it
+            stop_pid(watcher["pid"], WATCHER_MARKER)
         proc = process.start_background(
-            [sys.executable, "-m", "deployer.sandbox.instances", str(p.root)],
+            [sys.executable, "-m", WATCHER_MARKER, str(p.root), ep["url"], ep["ca_bundle"],
+             str(ep["pid"])],
             env={**environ, **endpoint.SANDBOX_CREDENTIALS}, log_path=p.root / "instances.log")
-        state["watcher"] = {"pid": proc.pid}
+        state["watcher"] = {"pid": proc.pid, "endpoint_pid": ep["pid"]}
         _write_state(p, state)
         results.append(StepResult("instance emulation", CHANGED,
                                   "watching EC2 instances with Elastic IPs (user_data is not run)"))
@@ -172,22 +187,32 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
 
 
 def down(work_dir: Path) -> tuple[StepResult, ...]:
-    """Stop every process the sandbox started, by pid. Files stay."""
+    """Stop every process the sandbox ever started: the recorded ones by pid, then any other
+    whose command line names the sandbox's directory (an endpoint or watcher of an earlier `up`
+    whose record was lost). Files stay."""
     from deployer.sandbox import sshd
 
     p = paths(work_dir)
     state = _read_state(p)
     results = []
     watcher = state.pop("watcher", None)
-    if watcher and stop_pid(watcher["pid"], "deployer.sandbox.instances"):
+    stray = [pid for pid in process.pids_naming(str(p.root)) if is_alive(pid, WATCHER_MARKER)]
+    if watcher and stop_pid(watcher["pid"], WATCHER_MARKER):
         results.append(StepResult("instance emulation", CHANGED, "stopped"))
+    for pid in stray:  # before the hosts: a watcher left running would start them again
+        if stop_pid(pid, WATCHER_MARKER):
+            results.append(StepResult("instance emulation", CHANGED, f"stopped stray watcher {pid}"))
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
         host = sshd.SandboxHost(host_dir, host_dir.name)
         if host.stop():
             results.append(StepResult(f"host {host_dir.name}", CHANGED, "stopped sshd"))
     ep = state.pop("endpoint", None)
-    if ep and stop_pid(ep["pid"], "deployer.sandbox.endpoint"):
+    if ep and stop_pid(ep["pid"], ENDPOINT_MARKER):
         results.append(StepResult("aws endpoint", CHANGED, f"stopped {ep['url']}"))
+    for pid in process.pids_naming(str(p.root)):
+        marker = next((m for m in (ENDPOINT_MARKER, WATCHER_MARKER, sshd.SSHD) if is_alive(pid, m)), "")
+        if marker and stop_pid(pid, marker):  # ours by its command line, not a user's `tail -f`
+            results.append(StepResult("sandbox process", CHANGED, f"stopped stray {marker} {pid}"))
     _write_state(p, state)
     return tuple(results) or (StepResult("sandbox", UNCHANGED, "nothing was running"),)
 
@@ -198,11 +223,11 @@ def status(work_dir: Path) -> tuple[StepResult, ...]:
     p = paths(work_dir)
     state = _read_state(p)
     ep = state.get("endpoint")
-    up_ = bool(ep) and is_alive(ep["pid"], "deployer.sandbox.endpoint") and endpoint.is_up(
+    up_ = bool(ep) and is_alive(ep["pid"], ENDPOINT_MARKER) and endpoint.is_up(
         ep["url"], Path(ep["ca_bundle"]))
     results = [StepResult("aws endpoint", "running" if up_ else "stopped", ep["url"] if ep else "")]
     watcher = state.get("watcher")
-    w_up = bool(watcher) and is_alive(watcher["pid"], "deployer.sandbox.instances")
+    w_up = bool(watcher) and is_alive(watcher["pid"], WATCHER_MARKER)
     results.append(StepResult("instance emulation", "running" if w_up else "stopped", ""))
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
         host = sshd.SandboxHost(host_dir, host_dir.name)

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from deployer.errors import DeployerError
 
 # Dummy credentials: moto accepts any; real AWS rejects these, so they cannot leak anything.
 SANDBOX_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox-secret"}
+
+
+# A small, constant-size answer: liveness must not cost more as the cloud fills up. (The whole
+# `/moto-api/data.json` is megabytes after one demo and took over a second to serve.)
+LIVENESS_PATH = "/moto-api/config"
+# How long a running endpoint may stay silent before `up` gives up on it (it is never replaced).
+PATIENCE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -90,24 +98,37 @@ def start(log: Path, *, host: str = "127.0.0.1", port: int = 0, timeout: float =
         env={**os.environ, **SANDBOX_CREDENTIALS}, log_path=log,
     )
     url = f"https://{host}:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DeployerError(f"the sandbox AWS endpoint exited at start; see {log}")
-        if is_up(url, cert):
-            return Endpoint(url, proc.pid, log, cert)
-        time.sleep(0.1)
+    if wait_until_up(url, cert, deadline=timeout, alive=lambda: proc.poll() is None):
+        return Endpoint(url, proc.pid, log, cert)
+    if proc.poll() is not None:
+        raise DeployerError(f"the sandbox AWS endpoint exited at start; see {log}")
     proc.kill()
     raise DeployerError(f"the sandbox AWS endpoint did not answer on {url} in {timeout:.0f}s; see {log}")
 
 
-def is_up(url: str, ca_bundle: Path) -> bool:
+def is_up(url: str, ca_bundle: Path, timeout: float = 2.0) -> bool:
+    """One cheap request: does the endpoint answer as moto does?"""
     context = ssl.create_default_context(cafile=str(ca_bundle))
     try:
-        with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1, context=context):
-            return True
+        with urllib.request.urlopen(f"{url}{LIVENESS_PATH}", timeout=timeout,
+                                    context=context) as response:
+            return response.status < 500
     except (urllib.error.URLError, OSError):
         return False
+
+
+def wait_until_up(url: str, ca_bundle: Path, *, deadline: float,
+                  alive: Callable[[], bool] = lambda: True) -> bool:
+    """Ask again and again, within `deadline` seconds, while `alive()` holds: a busy machine
+    answers late, and a late answer is still an answer."""
+    end = time.monotonic() + deadline
+    while alive():
+        if is_up(url, ca_bundle, timeout=max(0.5, min(5.0, end - time.monotonic()))):
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.2)
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,11 @@
-"""Instance emulation: `python -m deployer.sandbox.instances <sandbox dir>` runs until stopped.
+"""Instance emulation: `python -m deployer.sandbox.instances ROOT URL CA_BUNDLE ENDPOINT_PID`.
 
-Every second it lists the EC2 instances of the sandbox's AWS endpoint. A running instance with an
-Elastic IP (moto's are 127.x.y.z) gets an sshd on that address, reachable exactly as the real
-instance would be: its own host key and $HOME, the instance key pair's public key in
-authorized_keys. "Booting" is emulated by writing the ready marker `.setup_complete` in that
-$HOME BOOT_SECONDS later; the instance's user_data is not run. An instance that stops, is
-terminated or loses its address loses its sshd.
+Runs until its endpoint stops (or it is stopped). Every second it lists the EC2 instances of that
+endpoint. A running instance with an Elastic IP (moto's are 127.x.y.z) gets an sshd on that
+address, reachable exactly as the real instance would be: its own host key and $HOME, the
+instance key pair's public key in authorized_keys. "Booting" is emulated by writing the ready
+marker `.setup_complete` in that $HOME BOOT_SECONDS later; the instance's user_data is not run.
+An instance that stops, is terminated or loses its address loses its sshd.
 """
 
 from __future__ import annotations
@@ -75,25 +75,28 @@ def reconcile(ec2, hosts_dir: Path, booting: dict[str, float], log) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`instances ROOT URL CA_BUNDLE ENDPOINT_PID`: watch that endpoint, and stop with it."""
     import boto3
 
-    root = Path(argv[0])
-    state = json.loads((root / "state.json").read_text())
-    ec2 = boto3.client("ec2", endpoint_url=state["endpoint"]["url"], region_name="us-east-1",
-                       verify=state["endpoint"]["ca_bundle"],
+    from deployer.process import is_alive
+
+    root, url, ca_bundle, endpoint_pid = Path(argv[0]), argv[1], argv[2], int(argv[3])
+    ec2 = boto3.client("ec2", endpoint_url=url, region_name="us-east-1", verify=ca_bundle,
                        aws_access_key_id="sandbox", aws_secret_access_key="sandbox-secret")
 
     def log(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)  # noqa: T201  # the watcher's own log file
 
-    log("watching for instances")
+    log(f"watching for instances at {url} (endpoint pid {endpoint_pid})")
     booting: dict[str, float] = {}
-    while True:
+    while is_alive(endpoint_pid, "deployer.sandbox.endpoint"):
         try:
             reconcile(ec2, root / "hosts", booting, log)
         except Exception as exc:  # noqa: BLE001  # a daemon: report and keep watching
             log(f"error: {exc}")
         time.sleep(POLL_SECONDS)
+    log(f"endpoint pid {endpoint_pid} is gone; the watcher stops with it")
+    return 0
 
 
 if __name__ == "__main__":
