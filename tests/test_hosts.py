@@ -71,7 +71,7 @@ def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hos
     assert (root / "current/dashboard_backend/.env.docker").stat().st_mode & 0o777 == 0o600
     assert (root / "current/frp_config/frps.toml").stat().st_mode & 0o777 == 0o600
     assert (root / "current/.env.deployment").read_text().splitlines()[2] == \
-        "DEPLOYMENT_URI=http://localhost"
+        'DEPLOYMENT_URI="http://localhost"'
     assert "result=ok" in (root / "audit.log").read_text()
     first_log = max((project.path / ".deployer" / "logs").glob("*web-stage-apply.log")).read_text()
     # The health check went through the SSH connection: no curl was started on the host.
@@ -330,3 +330,126 @@ def test_ctrl_c_during_the_host_phase(project: Project, ssh_hosts, app_origin, o
     assert not (host.home / "web" / ".deploy-lock").exists()
     assert os.readlink(host.home / "web" / "current") == good
     assert "#112233" in page(project.port)
+
+
+# --- No value is ever run as code (issue 12) -------------------------------------------------
+
+def dotenv_quoted(value: str) -> str:
+    """`value` as a single-quoted env-file value (python-dotenv: only \\\\ and \\' are escapes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def edge_project(project: Project, host, origin: str, key: Path, **values: str) -> Project:
+    """The shipped edge stack (nohup fallback: the test hosts have no systemd) on one host,
+    with `values` written so that deploy reads them back exactly."""
+    from deployer.config import parse_env_text
+
+    project.environ["DEPLOYER_SSH_KEY"] = str(key)
+    values = {"edge_hosts": f"root@{host.address}", "git_repo": origin, "git_ref": "main",
+              "frp_token": "frp-t0ken-value-5678", "edge_api_url": "http://localhost:8080/api",
+              "edge_port": str(free_port()), **values}
+    text = "".join(f"{k}={dotenv_quoted(v)}\n" for k, v in values.items())
+    assert parse_env_text(text, "env-stage") == (values, [])
+    project.write_env("stage", text)
+    return project
+
+
+def service_environ(host) -> dict[bytes, bytes]:
+    """The environment of the edge server the fallback started, as the kernel holds it."""
+    pid = (host.home / "chronos-edge" / "chronos-edge.pid").read_text().strip()
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"python3",
+                                                                         b"edge_server/server.py"]
+    return dict(entry.split(b"=", 1) for entry in raw.split(b"\0") if entry)
+
+
+def edge_page(host, port: str) -> str:
+    with urllib.request.urlopen(f"http://{host.address}:{port}/", timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.mark.parametrize("payload", [
+    "$(touch {marker})",
+    "`touch {marker}`",
+    ";touch {marker}",
+    "\";touch {marker};\"",
+    "';touch {marker};'",
+    "\n",  # replaced below: a newline the env file cannot carry is refused, naming the variable
+])
+def test_env_values_never_run_on_the_host(project: Project, ssh_hosts, app_origin, operator_key,
+                                          tmp_path: Path, payload: str) -> None:
+    (host,) = ssh_hosts(1)
+    markers = [tmp_path / "marker-url", tmp_path / "marker-token"]
+    url, token = (payload.format(marker=m) for m in markers)
+    if payload == "\n":
+        edge_project(project, host, app_origin, operator_key, edge_api_url="http://a/\n$(touch"
+                     f" {markers[0]})")
+        run = project.deploy("edge", "stage", "--accept-new-host-keys")
+        assert run.returncode != 0
+        assert ("edge.env.j2:4: {{ edge_api_url }}: the value contains a newline, which an env file"
+                " cannot carry (format env)") in run.stdout + run.stderr
+        assert not (host.home / "chronos-edge" / "current").exists()
+        assert not markers[0].exists()
+        return
+    edge_project(project, host, app_origin, operator_key, edge_api_url=url, frp_token=token)
+    run = project.deploy("edge", "stage", "--accept-new-host-keys")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "started chronos-edge under nohup" in run.stderr  # the fallback really ran
+    for marker in markers:
+        assert not marker.exists(), f"{marker.name}: the payload ran on the host"
+    seen = service_environ(host)
+    assert seen[b"EDGE_API_URL"] == url.encode()
+    assert seen[b"FRP_TOKEN"] == token.encode()
+    port = seen[b"EDGE_PORT"].decode()
+    assert edge_page(host, port) == f"edge -> {url}\n"
+    assert token not in "".join(p.read_text() for p in (project.path / ".deployer/logs").glob("*.log"))
+
+
+def test_legal_values_reach_the_app_byte_for_byte(project: Project, ssh_hosts, app_origin,
+                                                  operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    url = "http://h/a b#c?d=$HOME&e=`id`&f='x'&g=\"y\"&h=\\$ é ✓ 😀  "
+    token = "  t0k$en `with` 'quotes' \"and\" \\back\\slashes\\ # not a comment ünï"
+    edge_project(project, host, app_origin, operator_key, edge_api_url=url, frp_token=token)
+    run = project.deploy("edge", "stage", "--accept-new-host-keys")
+    assert run.returncode == 0, run.stdout + run.stderr
+    seen = service_environ(host)
+    assert (seen[b"EDGE_API_URL"], seen[b"FRP_TOKEN"]) == (url.encode(), token.encode())
+    assert edge_page(host, seen[b"EDGE_PORT"].decode()) == f"edge -> {url}\n"
+    rendered = (host.home / "chronos-edge/current/edge_server/edge.env").read_text(encoding="utf-8")
+    assert ('FRP_TOKEN="  t0k\\$en \\`with\\` \'quotes\' \\"and\\" \\\\back\\\\slashes\\\\'
+            ' # not a comment ünï"') in rendered.splitlines()
+    again = project.deploy("edge", "stage")
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+
+
+def test_rollback_to_a_name_that_is_not_a_release_stops_before_any_connection(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key)
+    host.stop()  # a connection attempt would fail as unreachable (exit 1), not exit 2
+    for bad in ("../../etc", "$(touch x)", "-rf", "20261118110640250-0123456/.."):
+        run = project.deploy("rollback", "edge", "stage", "--to", bad, "--accept-new-host-keys")
+        assert run.returncode == 2, run.stdout + run.stderr
+        assert (f"--to {bad!r}: is not a release name (<17-digit UTC time>-<7-hex sha>, e.g."
+                " 20261118110640250-0123456)") in run.stderr
+        assert "unreachable" not in run.stdout + run.stderr
+    assert not (project.path / ".deployer" / "known_hosts" / "stage").exists()
+
+
+def test_rollback_to_a_release_the_host_does_not_have_changes_nothing(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key)
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    root = host.home / "chronos-edge"
+    current, pid = os.readlink(root / "current"), (root / "chronos-edge.pid").read_text()
+    audit = (root / "audit.log").read_text()
+    missing = "20000101000000000-abcdef0"
+    run = project.deploy("rollback", "edge", "stage", "--to", missing)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert (f"root@{host.address}: release {missing} does not exist in {root}/releases"
+            f" (releases there: {current.removeprefix('releases/')})") in run.stdout
+    assert os.readlink(root / "current") == current
+    assert (root / "chronos-edge.pid").read_text() == pid  # nothing was restarted
+    assert (root / "audit.log").read_text() == audit

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +20,7 @@ from deployer.hosts.connection import Host, parse_host
 from deployer.hosts.fleet import resolve_hosts
 from deployer.hosts.release import parse_kv
 from deployer.stacks import HostsSpec, Stack
+from deployer.templates import quote_env
 
 
 @pytest.mark.parametrize(("text", "host"), [
@@ -55,7 +63,7 @@ def test_bad_host_entries_are_all_named() -> None:
         resolve_hosts(EDGE, env({"edge_hosts": "ok x@ y:0"}), {})
     assert err.value.problems == (
         "deployments/env-stage: edge_hosts: 'x@' is not user@host[:port]",
-        "deployments/env-stage: edge_hosts: 'y:0': port 0 is out of range",
+        "deployments/env-stage: edge_hosts: 'y:0': port 0 is out of range (1-65535)",
     )
 
 
@@ -96,3 +104,218 @@ def test_begin_release_takes_the_lock_lists_then_stages() -> None:
         f"{cmd.acquire_lock('/h/app', 'me')} && ( {cmd.list_releases('/h/app')} )"
         " && { ( { git clone x; } && { mkdir -p y; } ) || exit 4; }")
 
+
+
+GIT = "GIT_ALLOW_PROTOCOL=https:ssh:file GIT_TERMINAL_PROMPT=0 git"
+
+
+def test_git_commands_take_no_options_from_values_and_only_safe_transports() -> None:
+    assert cmd.resolve_ref("file:///srv/app.git", "main") == (
+        f"{GIT} ls-remote -- file:///srv/app.git main refs/heads/main 'refs/tags/main^{{}}'"
+        " refs/tags/main")
+    assert cmd.resolve_ref("--upload-pack=touch /tmp/x", "-q") == (
+        f"{GIT} ls-remote -- '--upload-pack=touch /tmp/x' -q refs/heads/-q 'refs/tags/-q^{{}}'"
+        " refs/tags/-q")
+    assert cmd.fetch_release("ext::sh -c id", "a" * 40, "/h/app/releases/r1") == (
+        "rm -rf /h/app/releases/r1 && mkdir -p /h/app/releases/r1"
+        f" && {GIT} clone --quiet --no-checkout -- 'ext::sh -c id' /h/app/releases/r1"
+        f" && {GIT} -C /h/app/releases/r1 -c advice.detachedHead=false checkout --quiet"
+        f" --detach {'a' * 40} --")
+
+
+def test_every_git_command_a_builder_makes_is_guarded() -> None:
+    built = " ; ".join(c for commands in _every_builder().values() for c in commands)
+    # ls-remote in the probe and alone; clone and checkout in begin_release and alone.
+    assert len(re.findall(r"(?<![\w./-])git(?![\w./-])", built)) == built.count(f"{GIT} ") == 6
+
+
+def test_small_builders() -> None:
+    assert cmd.read_file("/h/r/.deploy/x y.service") == "cat -- '/h/r/.deploy/x y.service'"
+    assert cmd.then("", "b") == "b"
+    assert cmd.then("a", "b; c") == "a && { b; c; }"
+    assert cmd.log_command("/h/app", 50, "tail -n ${LINES:-200} x.log") == (
+        "cd /h/app && export LINES=50 && tail -n ${LINES:-200} x.log")
+    assert cmd.finish_release("/h/app", "/h/app/releases/r1", "r1", "fp", ["r0"], "line") == (
+        f"{{ {cmd.mark_ok('/h/app/releases/r1', 'fp')} && {cmd.switch_current('/h/app', 'r1')}"
+        f" && {{ rm -rf /h/app/releases/r0; {cmd.audit('/h/app', 'line')}; }}; }};"
+        ' rc=$?; rm -rf /h/app/.deploy-lock; exit "$rc"')
+
+
+def test_nohup_service_runs_argv_with_env_files_read_not_sourced() -> None:
+    built = cmd.nohup_service("/h/app", "edge", "/h/app/current", ["/usr/bin/env", "python3", "my app.py"],
+                              ["/h/app/current/edge.env"])
+    assert built == (
+        f"cd /h/app/current && ( {cmd.load_env_files(['/h/app/current/edge.env'])} && {{"
+        " if [ -f /h/app/edge.pid ]; then old=$(cat /h/app/edge.pid); kill \"$old\" 2>/dev/null;"
+        " for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do"
+        " kill -0 \"$old\" 2>/dev/null || break; sleep 0.05; done; fi;"
+        " nohup /usr/bin/env python3 'my app.py' >> /h/app/edge.log 2>&1 < /dev/null"
+        " & echo $! > /h/app/edge.pid; } )")
+    assert cmd.load_env_files(["/a", "/b c"]) == (
+        f"{cmd._ENV_READER}; {{ [ ! -f /a ] || env_file /a; }} && {{ [ ! -f '/b c' ] || env_file '/b c'; }}")
+    assert cmd.load_env_files([]) == f"{cmd._ENV_READER}; true"
+    assert " . " not in built and "source" not in built and "eval" not in built
+
+
+# Values an env file must carry byte for byte: shell syntax of every kind, quotes, '#',
+# spaces at both ends, backslashes in every position, non-ASCII.
+TRICKY = {
+    "DOLLAR": "a$b ${HOME} $(touch m1)",  # relative: a marker in the test's own directory
+    "BACKTICK": "`touch m2`",
+    "SEMI": ";touch m3 && echo hi | cat",
+    "QUOTES": "it's \"quoted\"",
+    "HASH": "#not-a-comment # still value",
+    "SPACES": "  both ends  ",
+    "BACKSLASH": "\\ \\\\ \\$ \\n \\",
+    "UNICODE": "héllo wörld ✓ 😀",
+    "TAB": "a\tb",
+    "EMPTY": "",
+}
+
+
+def _read_with(shell: str, text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "app.env"
+    env_file.write_bytes(text.encode())
+    dump = "import json, os; print(json.dumps(dict(os.environ)))"
+    load = cmd.load_env_files([str(env_file), str(tmp_path / "missing.env")])
+    script = f"{load} && exec python3 -c {cmd.q(dump)}"
+    return subprocess.run([shell, "-c", script], capture_output=True, text=True, timeout=30,
+                          env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_the_env_reader_gives_the_process_every_value_byte_for_byte(shell: str, tmp_path: Path) -> None:
+    if not shutil.which(shell):
+        pytest.skip(f"no {shell} here")
+    text = ("# header\n\n  ; other comment\n"
+            + "".join(f"{k}={quote_env(v)}\n" for k, v in TRICKY.items())
+            + "BARE=plain#x\nSINGLE='lit $x \\ \"'\nBARE_CMD=$(touch m4) `touch m5`\n"
+            + "SINGLE_CMD='$(touch m6)'\n LAST=\"no newline\"")
+    done = _read_with(shell, text, tmp_path)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert {k: seen[k] for k in TRICKY} == TRICKY
+    assert (seen["BARE"], seen["SINGLE"], seen["LAST"]) == ("plain#x", 'lit $x \\ "', "no newline")
+    assert (seen["BARE_CMD"], seen["SINGLE_CMD"]) == ("$(touch m4) `touch m5`", "$(touch m6)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.env"]  # no marker was made
+
+
+@pytest.mark.parametrize("line", ['A="x"y', 'A=x"', "A= x", 'A="a"b"', 'A="a\\"', "1A=x", "A",
+                                  "A-B=x", "A='a'b'", 'A="x" ', 'export A="x"', 'A="x"\r'])
+def test_the_env_reader_refuses_what_it_cannot_read_exactly_without_showing_it(
+        line: str, tmp_path: Path) -> None:
+    done = _read_with("sh", f'OK="1"\n{line}\n', tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (f'{tmp_path}/app.env:2: not KEY="value" (the line is not shown: it may'
+                           " hold a secret)\n")
+
+
+# A value with shell syntax of every kind, for the builders that take one.
+NASTY = "x'; touch /tmp/m $(id) `id` \"q\" \\ -x"
+
+
+def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
+    """Each builder's output for representative inputs, `value` wherever a value goes."""
+    release = "/h/app/releases/20261118110640250-0123456"
+    return {
+        "ready_check": [cmd.ready_check(".setup_complete")],
+        "probe": [cmd.probe("app", cmd.resolve_ref(value, value)), cmd.probe("/srv/app")],
+        "acquire_lock": [cmd.acquire_lock("/h/app", f"me pid=1 {value}")],
+        "release_lock": [cmd.release_lock("/h/my app")],
+        "begin_release": [cmd.begin_release("/h/app", value, [
+            cmd.fetch_release(value, "a" * 40, release), cmd.make_dirs([f"{release}/a"])])],
+        "resolve_ref": [cmd.resolve_ref(value, value)],
+        "fetch_release": [cmd.fetch_release(value, "a" * 40, release)],
+        "copy_release": [cmd.copy_release("/h/app/releases/r0", release)],
+        "link_shared": [cmd.link_shared("/h/app", release, ("logs", "data dir"))],
+        "make_dirs": [cmd.make_dirs([f"{release}/a", f"{release}/.deploy"])],
+        "run_script": [cmd.run_script(release, "edge_server/install.sh", {"DEPLOY_ENV": value})],
+        "health_command": [cmd.health_command(release, "test -f app/server.py")],
+        "health_url": [cmd.health_url("http://127.0.0.1:8080/health?a=1&b=2")],
+        "switch_current": [cmd.switch_current("/h/app", "20261118110640250-0123456")],
+        "mark_ok": [cmd.mark_ok(release, "0123456789abcdef")],
+        "list_releases": [cmd.list_releases("/h/app")],
+        "remove_releases": [cmd.remove_releases("/h/app", ["a", "b"]),
+                            cmd.remove_releases("/h/app", [])],
+        "audit": [cmd.audit("/h/app", value)],
+        "audit_tail": [cmd.audit_tail("/h/app")],
+        "has_systemd": [cmd.has_systemd()],
+        "install_unit": [cmd.install_unit(f"{release}/.deploy/chronos-edge.service", "chronos-edge")],
+        "load_env_files": [cmd.load_env_files(["/h/app/current/edge.env", "/h/extra env"]),
+                           cmd.load_env_files([])],
+        "nohup_service": [cmd.nohup_service("/h/app", "edge", "/h/app/current",
+                                            ["/usr/bin/env", "python3", value],
+                                            ["/h/app/current/edge.env", "/h/extra env"])],
+        "read_file": [cmd.read_file(f"{release}/.deploy/x.service")],
+        "then": [cmd.then(cmd.switch_current("/h/app", "r1"), cmd.install_unit("/h/u", "x")),
+                 cmd.then("", cmd.has_systemd())],
+        "finish_release": [cmd.finish_release("/h/app", release, "r1", "fp", ["r0"], value)],
+        "log_command": [cmd.log_command("/h/app", 200, "tail -n ${LINES:-200} dashboard.log")],
+    }
+
+
+def test_every_builder_is_in_the_shellcheck_test() -> None:
+    builders = {name for name, value in vars(cmd).items()
+                if callable(value) and getattr(value, "__module__", "") == cmd.__name__}
+    assert builders == set(_every_builder())
+
+
+def _shellcheck(shell: str, commands: dict[str, list[str]], *exclude: str) -> dict[str, str]:
+    if not shutil.which("shellcheck"):
+        pytest.fail("shellcheck is missing: apt-get install -y shellcheck (or make lint-tools)")
+    problems = {}
+    for name, built in commands.items():
+        for command in built:
+            done = subprocess.run(
+                ["shellcheck", "-s", shell, "-f", "gcc", *(["-e", ",".join(exclude)] if exclude else []),
+                 "-"], input=command, capture_output=True, text=True, timeout=60)
+            if done.returncode != 0 or done.stdout.strip():
+                problems[name] = done.stdout.strip() or done.stderr.strip()
+    return problems
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_shellcheck_finds_nothing_in_any_builder(shell: str) -> None:
+    assert _shellcheck(shell, _every_builder()) == {}
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_shellcheck_finds_nothing_with_shell_syntax_in_every_value(shell: str) -> None:
+    """The same, every value full of shell syntax. Two notes are expected here and only here:
+    SC2016 ("expressions don't expand in single quotes") and SC1003 (a single quote closed,
+    escaped and reopened) say a quoted value stays literal, which is the point."""
+    assert _shellcheck(shell, _every_builder(NASTY), "SC2016", "SC1003") == {}
+
+
+def test_nohup_service_keeps_the_old_process_when_an_env_file_is_refused(tmp_path: Path) -> None:
+    """Run locally with sh: a refused env file stops before the old process is touched; a good
+    one replaces it with the new process, which sees the values exactly."""
+    old = subprocess.Popen(["sleep", "60"])
+    (tmp_path / "svc.pid").write_text(f"{old.pid}\n")
+    env_file = tmp_path / "svc.env"
+    argv = ["python3", "-c", "import os, time; open('seen', 'w').write(os.environ['V']); time.sleep(60)"]
+    build = cmd.nohup_service(str(tmp_path), "svc", str(tmp_path), argv, [str(env_file)])
+    try:
+        env_file.write_text('V="ok"\nW="unterminated\n')
+        refused = subprocess.run(["sh", "-c", build], capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1
+        assert refused.stderr == (f'{env_file}:2: not KEY="value" (the line is not shown: it may'
+                                  " hold a secret)\n")
+        assert old.poll() is None  # still running
+        env_file.write_text(f"V={quote_env('$(touch marker) `x` é')}\n")
+        started = subprocess.run(["sh", "-c", build], capture_output=True, text=True, timeout=30)
+        assert started.returncode == 0, started.stderr
+        assert old.wait(timeout=5) is not None  # stopped
+        for _ in range(100):
+            if (tmp_path / "seen").exists() and (tmp_path / "seen").read_text():
+                break
+            time.sleep(0.05)
+        assert (tmp_path / "seen").read_text() == "$(touch marker) `x` é"
+        assert not (tmp_path / "marker").exists()
+    finally:
+        old.kill()
+        old.wait()
+        new_pid = int((tmp_path / "svc.pid").read_text())
+        if new_pid != old.pid:  # the process this test's second run started
+            os.kill(new_pid, signal.SIGTERM)

@@ -7,7 +7,7 @@ import pytest
 
 from deployer.errors import HostError
 from deployer.hosts.connection import Host
-from deployer.hosts.release import Pin, release_name, releases_to_prune, resolve_sha
+from deployer.hosts.release import Pin, exec_argv, release_name, releases_to_prune, resolve_sha
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 HOST = Host("root", "127.0.0.1")
@@ -46,3 +46,19 @@ def test_the_first_resolved_commit_is_the_fleets() -> None:
     assert pin.fix(SHA_A) == SHA_A
     assert pin.fix(SHA_B) == SHA_A  # a later host that saw the branch move stays with the fleet
     assert pin.sha == SHA_A
+
+
+@pytest.mark.parametrize(("exec_start", "argv"), [
+    ("/usr/bin/env python3 edge_server/server.py", ["/usr/bin/env", "python3", "edge_server/server.py"]),
+    ("/usr/bin/python3 'my app.py' --name \"a b\"", ["/usr/bin/python3", "my app.py", "--name", "a b"]),
+    ("%h/bin/app --data=%h/data", ["/home/u/bin/app", "--data=/home/u/data"]),
+    ("/bin/app $(touch x)", "uses $VARIABLE expansion"),
+    ("/bin/app ${PORT}", "uses $VARIABLE expansion"),
+    ("/bin/a ; /bin/b", "runs several commands (';')"),
+    ("-/bin/app", "starts with the systemd prefix '-'"),
+    ("@/bin/app app", "starts with the systemd prefix '@'"),
+    ("/bin/app 'open", "cannot be split (No closing quotation)"),
+    ("", "is empty"),
+])
+def test_exec_start_as_argv_for_the_nohup_fallback(exec_start: str, argv: list[str] | str) -> None:
+    assert exec_argv(exec_start, "/home/u") == argv

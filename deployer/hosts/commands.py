@@ -1,7 +1,9 @@
 """Pure builders: each returns the shell command a step runs on a host, and runs nothing.
 
 Every path argument is absolute (the caller resolves the remote $HOME once) and quoted. No
-secret ever appears in a command: rendered files travel by SFTP.
+secret ever appears in a command: rendered files travel by SFTP. No value is ever run as code:
+git gets `--` before its operands and only the https, ssh and file transports, and the
+fallback supervisor reads env files with a strict reader instead of sourcing them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import shlex
 
 q = shlex.quote
 
+# Every git command: only these transports (never `ext::` or `fd::`, which run commands), and
+# no prompt for credentials (nobody is there to answer; it would hang until the timeout).
+GIT = "GIT_ALLOW_PROTOCOL=https:ssh:file GIT_TERMINAL_PROMPT=0 git"
 LOCK_DIR = ".deploy-lock"
 META_DIR = ".deploy"  # in each release: fingerprint, files.json, ok
 
@@ -31,8 +36,8 @@ def probe(root: str, refs: str = "") -> str:
         f" cd {base} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
         f' printf "current=%s\\n" "$(readlink current 2>/dev/null)";'
         f' printf "fingerprint=%s\\n" "$(cat current/{META_DIR}/fingerprint 2>/dev/null)";'
-        f' printf "manifest=%s\\n" "$(tr -d "\\n" < current/{META_DIR}/manifest.json 2>/dev/null)";'
-        f' printf "lock=%s\\n" "$(cat {LOCK_DIR}/info 2>/dev/null | tr "\\n" " ")"'
+        f' printf "manifest=%s\\n" "$(tr -d "\\n" 2>/dev/null < current/{META_DIR}/manifest.json)";'
+        f' printf "lock=%s\\n" "$(tr "\\n" " " 2>/dev/null < {LOCK_DIR}/info)"'
     )
 
 
@@ -59,15 +64,15 @@ def begin_release(root: str, info: str, stage: list[str]) -> str:
 
 def resolve_ref(repo: str, ref: str) -> str:
     """The commit `ref` names in `repo` (a branch, a tag or a full sha), as the host sees it."""
-    return (f"git ls-remote {q(repo)} {q(ref)} {q('refs/heads/' + ref)} {q('refs/tags/' + ref + '^{}')}"
-            f" {q('refs/tags/' + ref)}")
+    return (f"{GIT} ls-remote -- {q(repo)} {q(ref)} {q('refs/heads/' + ref)}"
+            f" {q('refs/tags/' + ref + '^{}')} {q('refs/tags/' + ref)}")
 
 
 def fetch_release(repo: str, sha: str, release: str) -> str:
     """Clone `repo` at `sha` into a fresh release directory."""
     d = q(release)
-    return (f"rm -rf {d} && mkdir -p {d} && git clone --quiet --no-checkout {q(repo)} {d}"
-            f" && git -C {d} -c advice.detachedHead=false checkout --quiet {q(sha)}")
+    return (f"rm -rf {d} && mkdir -p {d} && {GIT} clone --quiet --no-checkout -- {q(repo)} {d}"
+            f" && {GIT} -C {d} -c advice.detachedHead=false checkout --quiet --detach {q(sha)} --")
 
 
 def copy_release(source: str, release: str) -> str:
@@ -150,13 +155,80 @@ def install_unit(unit_path: str, name: str) -> str:
             f" && {sudo} systemctl restart {q(name)}")
 
 
-def nohup_service(root: str, name: str, workdir: str, exec_start: str, env_files: list[str]) -> str:
-    """The stand-in supervisor for hosts without systemd: ExecStart under nohup, with a pid file."""
+# A strict env file reader in POSIX sh, for the fallback supervisor: it exports what systemd's
+# EnvironmentFile= would (KEY="value" with \" \\ \$ \` escapes, KEY='value', KEY=value,
+# comments, blank lines) and evaluates nothing. Its own variables are _ef_* so that an env
+# file's names cannot collide with them. A line it cannot read stops it with the file
+# and line number, never the line itself (it may hold a secret).
+_ENV_READER = " ".join([
+    r'env_file() { _ef_n=0;',
+    r'while IFS= read -r _ef_line || [ -n "$_ef_line" ]; do _ef_n=$((_ef_n + 1));',
+    r'_ef_line=${_ef_line#"${_ef_line%%[![:blank:]]*}"};',
+    r"case $_ef_line in ''|'#'*|';'*) continue ;; esac;",
+    r'_ef_key=${_ef_line%%=*}; _ef_value=${_ef_line#*=};',
+    r'case $_ef_line in *=*) ;; *) _ef_key= ;; esac;',
+    r"case $_ef_key in ''|[!A-Za-z_]*|*[!A-Za-z0-9_]*) _ef_bad=1 ;; *) _ef_bad= ;; esac;",
+    r'case $_ef_value in',
+    r'\"*\") _ef_rest=${_ef_value#?}; _ef_rest=${_ef_rest%?}; _ef_value=;',
+    r'while [ -n "$_ef_rest" ]; do _ef_part=${_ef_rest%%[\"\\]*};',
+    r'_ef_value=$_ef_value$_ef_part; _ef_rest=${_ef_rest#"$_ef_part"};',
+    r"case $_ef_rest in '') ;;",
+    r'\\?*) _ef_c=${_ef_rest#?}; _ef_c=${_ef_c%"${_ef_c#?}"};',
+    r'case $_ef_c in [\"\\\$\`]) _ef_value=$_ef_value$_ef_c ;;',
+    r'*) _ef_value=$_ef_value\\$_ef_c ;; esac;',
+    r'_ef_rest=${_ef_rest#??} ;;',
+    r'*) _ef_bad=1; _ef_rest= ;; esac; done ;;',
+    r"\'*\') _ef_value=${_ef_value#?}; _ef_value=${_ef_value%?};",
+    r"case $_ef_value in *\'*) _ef_bad=1 ;; esac ;;",
+    "*[\\\"\\'\\\\]*|[[:blank:]]*|*[[:blank:]]) _ef_bad=1 ;; esac;",
+    r'if [ -n "$_ef_bad" ]; then',
+    r"""printf '%s:%s: not KEY="value" (the line is not shown: it may hold a secret)\n'""",
+    r'"$1" "$_ef_n" >&2; return 1; fi;',
+    r'export "$_ef_key=$_ef_value"; done < "$1"; }',
+])
+
+
+def load_env_files(paths: list[str]) -> str:
+    """Export the variables of each env file in `paths` that exists, read as systemd's
+    EnvironmentFile= reads them and never run: a value is data, whatever it holds."""
+    loads = " && ".join(f"{{ [ ! -f {q(p)} ] || env_file {q(p)}; }}" for p in paths)
+    return f"{_ENV_READER}; {loads or 'true'}"
+
+
+def nohup_service(root: str, name: str, workdir: str, argv: list[str], env_files: list[str]) -> str:
+    """The stand-in supervisor for hosts without systemd: ExecStart (already split into `argv`)
+    under nohup with the unit's env files, with a pid file. The env files are read first: when
+    one has a line the reader refuses, this exits 1 and the old process keeps running."""
     pid = q(f"{root}/{name}.pid")
     log = q(f"{root}/{name}.log")
-    sources = " ".join(f"[ -f {q(f)} ] && . {q(f)};" for f in env_files)
-    return (f"if [ -f {pid} ]; then old=$(cat {pid}); kill $old 2>/dev/null;"
+    return (f"cd {q(workdir)} && ( {load_env_files(env_files)} && {{"
+            f" if [ -f {pid} ]; then old=$(cat {pid}); kill \"$old\" 2>/dev/null;"
             f" for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do"
-            f" kill -0 $old 2>/dev/null || break; sleep 0.05; done; fi;"
-            f" cd {q(workdir)} && (set -a; {sources} set +a;"
-            f" nohup {exec_start} >> {log} 2>&1 < /dev/null & echo $! > {pid})")
+            f" kill -0 \"$old\" 2>/dev/null || break; sleep 0.05; done; fi;"
+            f" nohup {' '.join(q(a) for a in argv)} >> {log} 2>&1 < /dev/null & echo $! > {pid}; }} )")
+
+
+def read_file(path: str) -> str:
+    return f"cat -- {q(path)}"
+
+
+def then(first: str, command: str) -> str:
+    """`command` after `first` succeeds, in one round trip; just `command` without `first`."""
+    return f"{first} && {{ {command}; }}" if first else command
+
+
+def finish_release(root: str, release: str, name: str, fingerprint: str, doomed: list[str],
+                   audit_line: str) -> str:
+    """After the checks pass, in one round trip: mark the release healthy, make it current,
+    prune and append the audit line, then release the deploy lock whatever happened (the
+    exit code is the steps', not the unlock's)."""
+    return (f"{{ {mark_ok(release, fingerprint)} && {switch_current(root, name)}"
+            f" && {{ {remove_releases(root, doomed)}; {audit(root, audit_line)}; }}; }};"
+            f' rc=$?; {release_lock(root)}; exit "$rc"')
+
+
+def log_command(root: str, lines: int, command: str) -> str:
+    """The stack's own log command (from its stack file), in the app root, with $LINES set
+    for it (exported first: `LINES=n cmd ${LINES}` would expand ${LINES} before the
+    assignment, and always show the default)."""
+    return f"cd {q(root)} && export LINES={int(lines)} && {command}"

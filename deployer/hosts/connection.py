@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import re
 import socket
 import threading
 import urllib.parse
@@ -26,6 +25,7 @@ import paramiko
 import tenacity
 
 from deployer.errors import ConfigError, HostError
+from deployer.hosts.address import Host, parse_host
 from deployer.logs import RunLog
 
 # Paramiko logs a refused forward as an ERROR; the caller reports what it means instead.
@@ -34,33 +34,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 600.0
 CONNECT_ATTEMPTS = 4
-_HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<address>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])"
-                   r"(?::(?P<port>\d{1,5}))?$")
-
-
-@dataclass(frozen=True)
-class Host:
-    user: str
-    address: str
-    port: int = 22
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.address}" + (f":{self.port}" if self.port != 22 else "")
-
-
-def parse_host(text: str, *, default_user: str, default_port: int = 22) -> Host:
-    """`ec2-user@10.0.0.5:2222` → Host. Raises ValueError for anything else.
-
-    >>> parse_host("edge-1", default_user="ec2-user")
-    Host(user='ec2-user', address='edge-1', port=22)
-    """
-    match = _HOST.match(text.strip())
-    if not match:
-        raise ValueError(f"{text!r} is not user@host[:port]")
-    port = int(match["port"] or default_port)
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port {port} is out of range")
-    return Host(match["user"] or default_user, match["address"].strip("[]"), port)
 
 
 class HostKeyUnknown(HostError):

@@ -3,17 +3,18 @@ the summary lists every host with changed / unchanged / failed and why."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from deployer import validate
 from deployer.config import EnvConfig, Settings
 from deployer.errors import ConfigError, DeployerError, HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts import release as rel
-from deployer.hosts.connection import Host, Remote, gateway_for, parse_host
+from deployer.hosts.address import parse_host_list
+from deployer.hosts.connection import Host, Remote, gateway_for
 from deployer.logs import RunLog
 from deployer.results import CHANGED, FAILED, FleetResult, HostResult, Progress, StepResult
 from deployer.secrets import Masker
@@ -45,17 +46,10 @@ def resolve_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object]) -
             raise ConfigError(f"stack {stack.name}: the Terraform output {spec.output!r} is empty;"
                               f" apply the stack first (deploy {stack.name} {env.name} apply)")
         return [Host(user, str(a), spec.port) for a in addresses]
-    raw = env.values.get(spec.variable, "")
-    hosts, problems = [], []
-    for entry in (e for e in re.split(r"[\s,]+", raw) if e):
-        try:
-            hosts.append(parse_host(entry, default_user=spec.user, default_port=spec.port))
-        except ValueError as exc:
-            problems.append(f"{env.path}: {spec.variable}: {exc}")
+    hosts, problems = parse_host_list(env.values.get(spec.variable, ""), default_user=spec.user,
+                                      default_port=spec.port)
     if problems:
-        raise ConfigError(problems)
-    if not hosts:
-        raise ConfigError(f"{env.path}: {spec.variable} lists no hosts (user@host[:port] ...)")
+        raise ConfigError([f"{env.path}: {spec.variable}: {p}" for p in problems])
     return hosts
 
 
@@ -132,9 +126,12 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
 def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
              to: str | None, masker: Masker, log: RunLog, progress: Progress,
              accept_new_host_keys: bool = False) -> FleetResult:
-    """Switch every host back to the previous healthy release (or `to`), restart and check it."""
+    """Switch every host back to the previous healthy release (or `to`), restart and check it.
+    A `to` that is not a release name stops before any host is contacted (ConfigError); one a
+    host does not have stops that host before anything runs there but two read-only looks."""
     app = stack.app
     assert app is not None and stack.hosts is not None
+    check_release_name(to)
 
     def one(host: Host) -> HostResult:
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
@@ -143,9 +140,14 @@ def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host]
             root, state = rel.probe(remote, stack)
             current = state.get("current", "").removeprefix("releases/")
             listing = remote.run(cmd.list_releases(root), timeout=30, check=True).stdout
-            healthy = [n for n, s in (ln.split() for ln in listing.splitlines() if ln) if s == "ok"]
+            releases = dict(ln.split() for ln in listing.splitlines() if len(ln.split()) == 2)
+            healthy = [n for n, s in releases.items() if s == "ok"]
+            if to is not None and to not in releases:
+                raise HostError(f"{host}: release {to} does not exist in {root}/releases"
+                                f" (releases there: {', '.join(releases) or 'none'})")
             if to is not None and to not in healthy:
-                raise HostError(f"{host}: no healthy release {to!r}; healthy: {', '.join(healthy)}")
+                raise HostError(f"{host}: release {to} failed its health checks when it was"
+                                f" deployed; healthy releases: {', '.join(healthy) or 'none'}")
             older = [n for n in healthy if n < current]
             target = to or (older[-1] if older else "")
             if not target:
@@ -175,6 +177,12 @@ def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host]
             remote.close()
 
     return _each(hosts, stack.hosts.parallel, one, progress)
+
+
+def check_release_name(name: str | None) -> None:
+    """`deploy rollback --to NAME`: NAME must be a release name before any host is contacted."""
+    if name is not None and (problem := validate.release_name(name)):
+        raise ConfigError(f"--to {name!r}: {problem}")
 
 
 def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
@@ -211,8 +219,8 @@ def logs(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
         try:
             remote.open()
             root = rel.app_root(stack, remote)
-            command = f"cd {cmd.q(root)} && LINES={int(lines)} {app.log_command}"
-            done = remote.run(command, timeout=120, on_line=lambda line: progress(f"[{host}] {line}"))
+            done = remote.run(cmd.log_command(root, lines, app.log_command), timeout=120,
+                              on_line=lambda line: progress(f"[{host}] {line}"))
             status = "unchanged" if done.ok else FAILED
             return HostResult(str(host), status, f"log command exit {done.code}")
         finally:

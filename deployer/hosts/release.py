@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import socket
 import threading
 import time
@@ -101,7 +102,7 @@ def render(stack: Stack, env: EnvConfig, project: Path, host: Host, sha: str,
            outputs: Mapping[str, object]) -> Rendered:
     assert stack.app is not None
     ctx = context(stack, env, host, outputs)
-    files = {f.path: (templates.render_file(project / f.template, ctx).encode(), f.secret)
+    files = {f.path: (templates.render_file(project / f.template, ctx, f.format).encode(), f.secret)
              for f in stack.app.files}
     unit = b""
     if stack.app.service is not None:
@@ -247,8 +248,8 @@ def start_service(remote: Remote, stack: Stack, root: str, release: str, progres
     if systemd is None:
         systemd = remote.run(cmd.has_systemd(), timeout=30).ok
     if systemd:
-        remote.run(_then(first, cmd.install_unit(unit_path, service.name)), timeout=120, check=True,
-                   what=f"systemctl restart {service.name}")
+        remote.run(cmd.then(first, cmd.install_unit(unit_path, service.name)), timeout=120,
+                   check=True, what=f"systemctl restart {service.name}")
         return f"systemd unit {service.name} restarted"
     if service.fallback != "nohup":
         raise HostError(
@@ -256,23 +257,45 @@ def start_service(remote: Remote, stack: Stack, root: str, release: str, progres
             f" {service.name}.service cannot be started; the unit is at {unit_path}. Declare"
             f" app.service.fallback = \"nohup\" in {stack.path} to run it without systemd")
     if unit is None:
-        unit = remote.run(f"cat {cmd.q(unit_path)}", timeout=30, check=True).stdout
+        unit = remote.run(cmd.read_file(unit_path), timeout=30, check=True).stdout
     fields = _unit_fields(unit)
     if "ExecStart" not in fields:
         raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
+    argv = exec_argv(fields["ExecStart"], remote.home)
+    if isinstance(argv, str):
+        raise HostError(f"{remote.host}: {service.name}.service: ExecStart {argv}, which the"
+                        " nohup fallback cannot run")
     workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
     env_files = [f.lstrip("-").replace("%h", remote.home)
                  for f in fields.get("EnvironmentFile", "").split()]
-    remote.run(_then(first, cmd.nohup_service(root, service.name, workdir, fields["ExecStart"],
-                                               env_files)),
+    remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
                timeout=60, check=True, what=f"start {service.name} (nohup)")
     progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
              " (the stack's fallback supervisor), not as a systemd service")
     return f"{service.name} started under nohup (host has no systemd)"
 
 
-def _then(first: str, command: str) -> str:
-    return f"{first} && {{ {command}; }}" if first else command
+def exec_argv(exec_start: str, home: str) -> list[str] | str:
+    """A unit's ExecStart as argv, split as systemd splits it (quotes, no shell), `%h` being
+    the home directory; or why it cannot be run without systemd (a `$VAR` systemd would
+    expand, a `;` separating several commands, a prefix such as `-` or `@`, bad quoting).
+
+    >>> exec_argv("/usr/bin/env python3 'my app.py'", "/root")
+    ['/usr/bin/env', 'python3', 'my app.py']
+    """
+    try:
+        argv = [word.replace("%h", home) for word in shlex.split(exec_start)]
+    except ValueError as exc:
+        return f"cannot be split ({exc})"
+    if not argv:
+        return "is empty"
+    if argv[0] and argv[0][0] in "-@:+!":
+        return f"starts with the systemd prefix {argv[0][:1]!r}"
+    if any("$" in word for word in argv):
+        return "uses $VARIABLE expansion"
+    if ";" in argv:
+        return "runs several commands (';')"
+    return argv
 
 
 def _unit_fields(unit: str) -> dict[str, str]:
@@ -375,10 +398,8 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                               f"health check '{failed}' failed on {host}; release {name} not made"
                               f" current; {restored}", name, wanted.fingerprint, tuple(steps))
         doomed = releases_to_prune(f"{begin.stdout}\n{name} ok", app.keep_releases, name)
-        finish = (f"{{ {cmd.mark_ok(release, wanted.fingerprint)} && {cmd.switch_current(root, name)}"
-                  f" && {{ {cmd.remove_releases(root, doomed)};"
-                  f" {cmd.audit(root, _audit_line(ref, sha, wanted.fingerprint, 'ok'))}; }}; }};"
-                  f" rc=$?; {cmd.release_lock(root)}; exit $rc")
+        finish = cmd.finish_release(root, release, name, wanted.fingerprint, doomed,
+                                    _audit_line(ref, sha, wanted.fingerprint, "ok"))
         done = remote.run(finish, timeout=120, what="switch current")
         locked = False  # the finish released it, whatever else it did
         if not done.ok:

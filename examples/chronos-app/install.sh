@@ -4,7 +4,8 @@
 set -eu
 root="${DEPLOY_APP_ROOT:?run by deploy}"
 pidfile="$root/dashboard.pid"
-pause=$(sed -n 's/^INSTALL_PAUSE=//p' .env.deployment 2>/dev/null || true)
+# A number of seconds, bare or double-quoted (deploy renders .env.deployment as KEY="value").
+pause=$(sed -n 's/^INSTALL_PAUSE="\{0,1\}\([0-9][0-9.]*\)"\{0,1\}$/\1/p' .env.deployment 2>/dev/null || true)
 if [ -n "$pause" ] && [ "$pause" != 0 ]; then echo "pausing ${pause}s (INSTALL_PAUSE)"; sleep "$pause"; fi
 if [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null; then
   # Wait for the old server to let go of its port.

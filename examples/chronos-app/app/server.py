@@ -3,16 +3,39 @@
 import html
 import http.server
 import os
+import re
 import sys
+
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DOUBLE_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+ESCAPE = re.compile(r'\\(.)')
 
 
 def settings(path):
+    """KEY=value lines as systemd's EnvironmentFile= reads them, which is how deploy renders
+    them: KEY="value" (backslash escapes \\" \\\\ \\$ and \\` stand for the character itself),
+    KEY='value' (as is) or KEY=value; # and ; start comments. Values are never evaluated."""
     values = {}
-    if os.path.exists(path):
-        for line in open(path, encoding="utf-8"):
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, value = line.rstrip("\n").split("=", 1)
-                values[key.strip()] = value.strip().strip('"')
+    if not os.path.exists(path):
+        return values
+    with open(path, encoding="utf-8", newline="") as f:
+        for number, line in enumerate(f.read().split("\n"), 1):
+            text = line.lstrip(" \t")
+            if not text or text.startswith(("#", ";")):
+                continue
+            key, eq, value = text.partition("=")
+            quoted = DOUBLE_QUOTED.fullmatch(value)
+            if not eq or not KEY.fullmatch(key):
+                raise ValueError(f"{path}:{number}: not KEY=value")
+            if quoted:
+                value = ESCAPE.sub(lambda m: m[1] if m[1] in '"\\$`' else m[0], quoted[1])
+            elif len(value) >= 2 and value[0] == value[-1] == "'" and "'" not in value[1:-1]:
+                value = value[1:-1]
+            elif any(c in value for c in "\"'\\"):
+                raise ValueError(f"{path}:{number}: {key}: a quote or backslash outside quotes")
+            else:
+                value = value.strip(" \t")
+            values[key] = value
     return values
 
 
