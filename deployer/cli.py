@@ -77,16 +77,40 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except DeployerError as exc:
             report.error(str(exc))
             sys.exit(exc.exit_code)
+        except Exception as exc:  # noqa: BLE001  # the last resort: one line, never a traceback
+            path = _write_crash_report(exc)
+            report.error(f"unexpected {type(exc).__name__}: this is a bug in deployer, not in your"
+                         f" input; the stack trace is in {path}")
+            sys.exit(EXIT_FAILED)
 
     return wrapper
 
 
-def _settings(project_dir: Path | None):
-    from deployer.config import load_settings
+def _write_crash_report(exc: BaseException) -> str:
+    """Where the code failed, without the exception's message or any value (they may hold a
+    secret): frames and the exception's type only, in a file only the operator can read."""
+    import tempfile
+    import time
+    import traceback
+
+    frames = "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__)))
+    fd, path = tempfile.mkstemp(prefix=f"deployer-crash-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"deploy {' '.join(sys.argv[1:2])}: unexpected {type(exc).__name__}\n{frames}")
+    return path
+
+
+def _project(project_dir: Path | None) -> Path:
     from deployer.pipeline import find_project
 
-    project = (project_dir or find_project(Path.cwd())).resolve()
-    return load_settings(project)
+    return (project_dir or find_project(Path.cwd())).resolve()
+
+
+def _settings(project_dir: Path | None):
+    from deployer.config import load_settings
+
+    return load_settings(_project(project_dir))
 
 
 def _confirmer(yes: bool) -> Callable[[str, str], bool]:
@@ -140,8 +164,7 @@ def stack(stack: str, env: str, action: str | None, hosts_only: bool, no_hosts: 
     """Plan, apply or destroy STACK in ENV, then install the app on its hosts."""
     from deployer import pipeline
 
-    settings = _settings(project_dir)
-    spec, env_cfg = pipeline.load(settings, stack, env)
+    settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
     options = pipeline.Options(verbose=verbose, hosts_only=hosts_only, no_hosts=no_hosts,
                                accept_new_host_keys=accept_new_host_keys, parallel=parallel)
     result = pipeline.run_stack(settings, spec, env_cfg, action or pipeline.default_action(spec),
@@ -173,8 +196,7 @@ def render(stack: str, env: str, project_dir: Path | None, as_json: bool, verbos
 
     from deployer import pipeline
 
-    settings = _settings(project_dir)
-    spec, env_cfg = pipeline.load(settings, stack, env)
+    settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
     rendered = pipeline.render(settings, spec, env_cfg)
     if as_json:
         report.emit_json(asdict(rendered))
@@ -227,8 +249,7 @@ def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _targets(stack: str, env: str, project_dir: Path | None, action: str):
     from deployer import pipeline
 
-    settings = _settings(project_dir)
-    spec, env_cfg = pipeline.load(settings, stack, env)
+    settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
     masker = env_cfg.masker(settings)
     log = pipeline.open_log(settings, spec, env_cfg, action, masker)
     hosts, _outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
@@ -246,6 +267,7 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
     """Switch STACK's hosts in ENV back to the previous (or a named) release."""
     from deployer.hosts import fleet
 
+    fleet.check_release_name(to)  # before the run log, the engine or any host
     settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "rollback")
     with log:
         result = fleet.rollback(spec, env_cfg, settings, hosts, to=to, masker=masker, log=log,

@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from deployer.errors import ConfigError
 from deployer.secrets import MIN_MASKED_LENGTH, Masker, is_secret_name
-from deployer.stacks import Stack
+from deployer.stacks import Stack, read_text
 
 DEPLOYMENTS_DIR = Path("deployments")
 TF_VAR_PREFIX = "TF_VAR_"
 ENGINE_CHOICES = ("auto", "tofu", "terraform", "embedded")
 # Environments whose destruction must be confirmed by typing the environment's name.
 PROTECTED_ENVIRONMENTS = frozenset({"prod", "production"})
+# An environment's name becomes a file name, a state key and a log name: nothing else may pass.
+ENV_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # The environment variables an operator's secrets may live in; masked everywhere.
 _SECRET_ENVIRON = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -58,34 +61,81 @@ class Settings:
 
 
 def load_settings(project: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read `<project>/.env` under the process environment (the environment wins)."""
+    """Read `<project>/.env` under the process environment (the environment wins). Every problem
+    with either is reported at once, before anything runs."""
     environ = dict(os.environ if environ is None else environ)
     dotenv_path = project / ".env"
+    problems: list[str] = []
     if dotenv_path.is_file():
-        for key, value in dotenv_values(dotenv_path, interpolate=False).items():
-            if value is not None:
-                environ.setdefault(key, value)
+        try:
+            values, problems = parse_env_text(read_text(dotenv_path), str(dotenv_path))
+        except ConfigError as exc:
+            values, problems = {}, list(exc.problems)
+        for key, value in values.items():
+            environ.setdefault(key, value)
+
+    def where(name: str) -> str:
+        return f"{name} (set in the environment or {dotenv_path})"
+
     profile = environ.get("AWS_PROFILE") or "default"
     engine = environ.get("DEPLOYER_ENGINE", "auto") or "auto"
     if engine not in ENGINE_CHOICES:
-        raise ConfigError(
-            f"DEPLOYER_ENGINE={engine!r} is not one of {', '.join(ENGINE_CHOICES)}"
-            f" (set in the environment or {dotenv_path})"
-        )
+        problems.append(f"{where('DEPLOYER_ENGINE')}: {engine!r} is not one of {', '.join(ENGINE_CHOICES)}")
+    endpoint_url = environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint_url and (bad := endpoint_problem(endpoint_url)):
+        problems.append(f"{where('AWS_ENDPOINT_URL')}: {bad}")
+    ssh_key = os.path.expanduser(environ.get("DEPLOYER_SSH_KEY", ""))
+    if ssh_key and (bad := ssh_key_problem(Path(ssh_key))):
+        problems.append(f"{where('DEPLOYER_SSH_KEY')}: {bad}")
+    if problems:
+        raise ConfigError(problems)
     return Settings(
         project=project,
         environ=MappingProxyType(environ),
         aws_profile=profile,
         aws_region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        aws_endpoint_url=environ.get("AWS_ENDPOINT_URL", ""),
+        aws_endpoint_url=endpoint_url,
         engine=engine,
-        ssh_key=os.path.expanduser(environ.get("DEPLOYER_SSH_KEY", "")),
+        ssh_key=ssh_key,
         provider_mirror=environ.get("DEPLOYER_PROVIDER_MIRROR", ""),
         state_bucket=environ.get("DEPLOYER_STATE_BUCKET")
         or f"{profile}-chronos-terraform-state-storage",
         lock_table=environ.get("DEPLOYER_LOCK_TABLE") or f"{profile}-chronos-terraform-state-locks",
         use_lockfile=environ.get("DEPLOYER_USE_LOCKFILE", "").lower() in ("1", "true", "yes"),
     )
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What is wrong with an AWS endpoint URL, or None.
+
+    >>> endpoint_problem("127.0.0.1:5055")
+    "'127.0.0.1:5055' needs a scheme: https://host[:port] (or http://)"
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{url!r} needs a scheme: https://host[:port] (or http://)"
+    try:
+        parts.port  # noqa: B018  # raises for a port out of range or not a number
+    except ValueError:
+        return f"{url!r} has a port that is not a number from 1 to 65535"
+    if not parts.hostname:
+        return f"{url!r} has no host"
+    return None
+
+
+def ssh_key_problem(path: Path) -> str | None:
+    """What is wrong with the operator's private key file, or None."""
+    if path.suffix == ".pub":
+        return f"{path} is a public key; name the private half ({path.with_suffix('')})"
+    try:
+        head = path.read_bytes()[:64]
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    if head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+        return f"{path} holds a public key; name the private key file"
+    return None
 
 
 @dataclass(frozen=True)
@@ -120,6 +170,21 @@ class EnvConfig:
         return Masker([*self.secret_values, *extra])
 
 
+def env_name_problem(env: str) -> str | None:
+    """Why `env` cannot name an environment, or None.
+
+    >>> env_name_problem("stage") is None
+    True
+    >>> env_name_problem("../stage").split(":")[0]
+    "environment '../stage' is not an environment name"
+    """
+    if ENV_NAME.fullmatch(env):
+        return None
+    shown = repr(env if len(env) <= 40 else env[:40] + "…")
+    return (f"environment {shown} is not an environment name: lowercase letters, digits and '-',"
+            " starting with a letter or digit, at most 32 characters")
+
+
 def env_path(project: Path, env: str) -> Path:
     return project / DEPLOYMENTS_DIR / f"env-{env}"
 
@@ -132,6 +197,8 @@ def environments(project: Path) -> list[str]:
 
 def load_env(project: Path, env: str, stack: Stack) -> EnvConfig:
     """Parse and validate `deployments/env-<env>` for `stack`, reporting every problem at once."""
+    if bad := env_name_problem(env):
+        raise ConfigError(bad)
     path = env_path(project, env)
     if not path.is_file():
         known = ", ".join(environments(project)) or "none yet"
@@ -139,7 +206,7 @@ def load_env(project: Path, env: str, stack: Stack) -> EnvConfig:
             f"unknown environment {env!r}: {path} does not exist (environments: {known});"
             f" create it from {project / DEPLOYMENTS_DIR / 'env.template'}"
         )
-    values, problems = parse_env_text(path.read_text(encoding="utf-8"), str(path))
+    values, problems = parse_env_text(read_text(path), str(path))
     deptype = values.get("TF_VAR_deptype")
     if deptype is not None and deptype != env:
         problems.append(f"{path}: TF_VAR_deptype is {deptype!r} but the environment is {env!r}")
@@ -158,9 +225,38 @@ def load_env(project: Path, env: str, stack: Stack) -> EnvConfig:
                 f"{path}: {name} is shorter than {MIN_MASKED_LENGTH} characters;"
                 " use a real secret (e.g. `openssl rand -hex 32`)"
             )
+    problems += _value_problems(path, stack, values)
     if problems:
         raise ConfigError(problems)
     return EnvConfig(env, path, MappingProxyType(values), secret_names)
+
+
+def _value_problems(path: Path, stack: Stack, values: Mapping[str, str]) -> list[str]:
+    """Values that reach a host's command line or a connection: a git ref or repository (never
+    an option, a transport or shell), a host list, a gateway. Named by variable; the value is
+    not repeated when it may be anything."""
+    from deployer import validate
+    from deployer.hosts.address import parse_host, parse_host_list
+
+    problems = []
+    if stack.app is not None:
+        for name, check, what in ((stack.app.ref_variable, validate.git_ref,
+                                   "a branch, tag or full commit sha"),
+                                  (stack.app.repo_variable, validate.git_repo, "a repository URL")):
+            value = values.get(name)
+            if value and (bad := check(value)):
+                problems.append(f"{path}: {name} {bad}; it must be {what}")
+    spec = stack.hosts
+    if spec is not None and spec.source == "env" and values.get(spec.variable):
+        _, bad_hosts = parse_host_list(values[spec.variable], default_user=spec.user,
+                                       default_port=spec.port)
+        problems += [f"{path}: {spec.variable}: {text}" for text in bad_hosts]
+    if spec is not None and spec.gateway_variable and values.get(spec.gateway_variable):
+        try:
+            parse_host(values[spec.gateway_variable], default_user=spec.user)
+        except ValueError as exc:
+            problems.append(f"{path}: {spec.gateway_variable}: {exc}")
+    return problems
 
 
 def parse_env_text(text: str, where: str) -> tuple[dict[str, str], list[str]]:

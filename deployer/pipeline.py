@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployer import engine as engines
-from deployer.config import EnvConfig, Settings, load_env
+from deployer import templates
+from deployer.config import EnvConfig, Settings, env_name_problem, load_env, load_settings
 from deployer.errors import ConfigError
 from deployer.logs import RunLog
 from deployer.results import (
@@ -62,8 +64,103 @@ def find_project(start: Path) -> Path:
 
 
 def load(settings: Settings, stack_name: str, env_name: str) -> tuple[Stack, EnvConfig]:
+    """The stack and its environment, checked as far as anything can be before a run: the
+    files, every value that reaches a host, the hosts themselves, and every template rendered
+    for every host (with placeholders for what only an apply will tell). All problems at once."""
     stack = load_stack(settings.project, stack_name)
-    return stack, load_env(settings.project, env_name, stack)
+    env = load_env(settings.project, env_name, stack)
+    problems = check_before_run(settings.project, settings.aws_endpoint_url, stack, env)
+    if problems:
+        raise ConfigError(problems)
+    return stack, env
+
+
+def load_inputs(project: Path, stack_name: str, env_name: str) -> tuple[Settings, Stack, EnvConfig]:
+    """Operator settings, stack and environment, with the problems of all three in one error."""
+    problems: list[str] = []
+    settings = stack = None
+    for step in ("settings", "stack"):
+        try:
+            if step == "settings":
+                settings = load_settings(project)
+            else:
+                stack = load_stack(project, stack_name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if stack is None and (bad := env_name_problem(env_name)):
+        problems.append(bad)
+    if stack is not None:
+        try:
+            env = load_env(project, env_name, stack)
+        except ConfigError as exc:
+            problems += exc.problems
+        else:  # with broken settings too: every problem in one run
+            endpoint_url = settings.aws_endpoint_url if settings is not None else ""
+            problems += check_before_run(project, endpoint_url, stack, env)
+    if problems:
+        raise ConfigError(problems)
+    assert settings is not None and stack is not None
+    return settings, stack, env
+
+
+def check_before_run(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConfig) -> list[str]:
+    """Hosts named in the env file, and the app's templates and health checks for each of them."""
+    if stack.hosts is None or stack.app is None:
+        return []
+    from deployer.hosts import release
+    from deployer.hosts.address import Host, parse_host, parse_host_list
+
+    problems: list[str] = []
+    if stack.hosts.source == "env":
+        hosts, _ = parse_host_list(env.values.get(stack.hosts.variable, ""),
+                                   default_user=stack.hosts.user, default_port=stack.hosts.port)
+    else:  # known after apply: a stand-in that renders like one
+        hosts = [Host(stack.hosts.user, "host.invalid", stack.hosts.port)]
+    gateway_text = env.values.get(stack.hosts.gateway_variable, "") if stack.hosts.gateway_variable else ""
+    named = [h.address for h in hosts if stack.hosts.source == "env"]
+    if gateway_text:
+        named.append(parse_host(gateway_text, default_user=stack.hosts.user).address)
+    if named:
+        try:
+            check_sandbox_hosts(aws_endpoint_url, named, stack)
+        except ConfigError as exc:
+            problems += [f"{env.path}: {p}" for p in exc.problems]
+    outputs = placeholder_outputs(project, stack)
+    for host in hosts[:1] if stack.hosts.source == "terraform" else hosts:
+        try:
+            release.render(stack, env, project, host, "0" * 40, outputs)
+            ctx = release.context(stack, env, host, outputs)
+            for check in stack.app.health:
+                if check.url:
+                    problems += _url_problems(
+                        templates.render_string(check.url, ctx, name=f"{stack.path}: health {check.name!r}"),
+                        f"{stack.path}: health {check.name!r} for {host}")
+        except ConfigError as exc:
+            problems += [p for p in exc.problems if p not in problems]
+    return problems
+
+
+def _url_problems(url: str, where: str) -> list[str]:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return [f"{where}: {url!r} has a port that is not a number from 1 to 65535"]
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"{where}: {url!r} is not an http:// or https:// URL with a host"]
+    return []
+
+
+def placeholder_outputs(project: Path, stack: Stack) -> dict[str, object]:
+    """The stack's Terraform outputs by name, each standing in as `<output NAME>`: templates
+    that use them render before the apply that gives them values, and a misspelt one fails."""
+    if stack.terraform is None:
+        return {}
+    root = project / stack.terraform.root
+    names = set()
+    for tf in sorted(root.glob("*.tf")) if root.is_dir() else []:
+        names.update(re.findall(r'^output\s+"([A-Za-z0-9_-]+)"', tf.read_text(encoding="utf-8"), re.M))
+    return {name: f"<output {name}>" for name in sorted(names)}
 
 
 def default_action(stack: Stack) -> str:
@@ -210,16 +307,16 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     from deployer.hosts import fleet  # Fabric/paramiko load only when a host phase runs
 
     hosts = fleet.resolve_hosts(stack, env, outputs)
-    check_sandbox_hosts(settings, [h.address for h in hosts], stack)
+    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
     return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
                         accept_new_host_keys=options.accept_new_host_keys,
                         parallel=options.parallel, outputs=outputs)
 
 
-def check_sandbox_hosts(settings: Settings, addresses: list[str], stack: Stack) -> None:
+def check_sandbox_hosts(aws_endpoint_url: str, addresses: list[str], stack: Stack) -> None:
     """Against a loopback AWS endpoint (the sandbox), every host must be on loopback too: an
     address such an endpoint hands out elsewhere is not a machine of ours to connect to."""
-    if not _is_loopback(urllib.parse.urlsplit(settings.aws_endpoint_url).hostname or ""):
+    if not _is_loopback(urllib.parse.urlsplit(aws_endpoint_url).hostname or ""):
         return
     outside = [a for a in addresses if not _is_loopback(a)]
     if outside:
@@ -250,7 +347,7 @@ def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Ma
                        verbose=False)
         outputs = ws.outputs()
     hosts = fleet.resolve_hosts(stack, env, outputs)
-    check_sandbox_hosts(settings, [h.address for h in hosts], stack)
+    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
     return hosts, outputs
 
 

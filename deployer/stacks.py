@@ -7,6 +7,7 @@ a stack is adding a TOML file; no Python changes.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from deployer.errors import ConfigError
 
 STACKS_DIR = Path("deployments") / "stacks"
+# A stack's name becomes a file name, a state key and a log name: nothing else may pass.
+STACK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,22 @@ class AppFile:
     template: str  # relative to the project
     path: str  # relative to the release directory
     secret: bool = False  # uploaded with mode 0600
+    # How `{{ value }}` outputs are quoted (deployer/templates.py): env, toml, json, yaml, raw.
+    format: str = "raw"
+
+
+FILE_FORMATS = ("env", "toml", "json", "yaml", "raw")
+_SUFFIX_FORMATS = {"env": "env", "toml": "toml", "json": "json", "yaml": "yaml", "yml": "yaml"}
+
+
+def infer_format(template: str) -> str:
+    """The format a template's name implies: its suffix before `.j2`, else "raw".
+
+    >>> infer_format("deployments/templates/edge/edge.env.j2"), infer_format("a/.env.docker.j2")
+    ('env', 'raw')
+    """
+    name = template.rsplit("/", 1)[-1].removesuffix(".j2")
+    return _SUFFIX_FORMATS.get(name.rsplit(".", 1)[-1], "raw") if "." in name else "raw"
 
 
 @dataclass(frozen=True)
@@ -106,15 +125,43 @@ def stack_names(project: Path) -> list[str]:
 
 def load_stack(project: Path, name: str) -> Stack:
     """Load `deployments/stacks/<name>.toml`; an unknown name lists the stacks that exist."""
+    known = ", ".join(stack_names(project)) or "none"
+    if not STACK_NAME.fullmatch(name):
+        raise ConfigError(f"stack {_shown(name)} is not a stack name (lowercase letters, digits,"
+                          f" '-' and '_', at most 64); stacks: {known}")
     path = project / STACKS_DIR / f"{name}.toml"
     if not path.is_file():
-        known = ", ".join(stack_names(project)) or "none"
         raise ConfigError(f"unknown stack {name!r} (no {path}); stacks: {known}")
+    text = read_text(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}:{_toml_line(exc)}: {str(exc).split(' (at ')[0]}") from None
     return parse_stack(name, path, data)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, or a ConfigError naming the file (and the line of a bad byte)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x});"
+                          " save the file as UTF-8") from None
+
+
+def _toml_line(exc: tomllib.TOMLDecodeError) -> int:
+    match = re.search(r"at line (\d+)", str(exc))
+    return int(match[1]) if match else 1
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A user's value quoted for a message, cut short: a 300-character name is not echoed."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
@@ -149,11 +196,11 @@ def _hosts(reader: _Reader, raw: Any) -> HostsSpec:
         user_output=reader.string(h, "hosts.user_output"),
         variable=reader.string(h, "hosts.variable"),
         user=reader.string(h, "hosts.user") or "ec2-user",
-        port=int(h.get("port", 22)),
+        port=reader.number(h, "hosts.port", int, 22, low=1, high=65535),
         gateway_variable=reader.string(h, "hosts.gateway_variable"),
         ready_marker=reader.string(h, "hosts.ready_marker"),
-        ready_timeout=float(h.get("ready_timeout", 600.0)),
-        parallel=int(h.get("parallel", 10)),
+        ready_timeout=reader.number(h, "hosts.ready_timeout", float, 600.0, low=0),
+        parallel=reader.number(h, "hosts.parallel", int, 10, low=1, high=256),
     )
     if spec.source not in ("terraform", "env"):
         reader.problem(f"hosts.source must be 'terraform' or 'env', not {spec.source!r}")
@@ -172,18 +219,24 @@ def _app(reader: _Reader, raw: Any) -> AppSpec:
         AppFile(
             template=reader.string(f, f"app.files[{i}].template", required=True),
             path=reader.string(f, f"app.files[{i}].path", required=True),
-            secret=bool(f.get("secret", False)),
+            secret=reader.flag(f, f"app.files[{i}].secret"),
+            format=(reader.string(f, f"app.files[{i}].format")
+                    or infer_format(reader.string(f, f"app.files[{i}].template"))),
         )
-        for i, f in enumerate(reader.tables(a, "files", {"template", "path", "secret"}))
+        for i, f in enumerate(reader.tables(a, "files", {"template", "path", "secret", "format"}))
     )
+    for i, file in enumerate(files):
+        if file.format not in FILE_FORMATS:
+            reader.problem(f"app.files[{i}].format must be one of {', '.join(FILE_FORMATS)},"
+                           f" not {file.format!r}")
     health = tuple(
         HealthCheck(
             name=reader.string(c, f"app.health[{i}].name", required=True),
             command=reader.string(c, f"app.health[{i}].command"),
             url=reader.string(c, f"app.health[{i}].url"),
-            retries=int(c.get("retries", 10)),
-            interval=float(c.get("interval", 2.0)),
-            deadline=float(c.get("deadline", 60.0)),
+            retries=reader.number(c, f"app.health[{i}].retries", int, 10, low=1),
+            interval=reader.number(c, f"app.health[{i}].interval", float, 2.0, low=0),
+            deadline=reader.number(c, f"app.health[{i}].deadline", float, 60.0, low=0),
         )
         for i, c in enumerate(
             reader.tables(a, "health", {"name", "command", "url", "retries", "interval", "deadline"})
@@ -202,9 +255,7 @@ def _app(reader: _Reader, raw: Any) -> AppSpec:
         )
         if service.fallback not in ("none", "nohup"):
             reader.problem(f"app.service.fallback must be 'none' or 'nohup', not {service.fallback!r}")
-    keep = int(a.get("keep_releases", 5))
-    if keep < 1:
-        reader.problem("app.keep_releases must be at least 1")
+    keep = reader.number(a, "app.keep_releases", int, 5, low=1)
     return AppSpec(
         repo_variable=reader.string(a, "app.repo_variable", required=True),
         ref_variable=reader.string(a, "app.ref_variable", required=True),
@@ -257,6 +308,30 @@ class _Reader:
         if not isinstance(value, str):
             self.problem(f"{where} must be a string")
             return ""
+        return value
+
+    def number(self, table: dict[str, Any], where: str, kind: type, default: Any, *,
+               low: float | None = None, high: float | None = None) -> Any:
+        """An integer (or, for kind=float, any number) within [low, high]; the default otherwise."""
+        value = table.get(where.rsplit(".", 1)[-1], default)
+        allowed = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            self.problem(f"{where} must be {'a whole number' if kind is int else 'a number'},"
+                         f" not {type(value).__name__} {_shown(str(value))}")
+            return default
+        if low is not None and value < low:
+            self.problem(f"{where} must be at least {low:g}")
+            return default
+        if high is not None and value > high:
+            self.problem(f"{where} must be at most {high:g}")
+            return default
+        return kind(value)
+
+    def flag(self, table: dict[str, Any], where: str) -> bool:
+        value = table.get(where.rsplit(".", 1)[-1], False)
+        if not isinstance(value, bool):
+            self.problem(f"{where} must be true or false")
+            return False
         return value
 
     def strings(self, table: dict[str, Any], where: str) -> tuple[str, ...]:

@@ -221,7 +221,7 @@ def test_4_bad_release(sandbox: Sandbox) -> None:
 def test_5_two_operators_at_once(sandbox: Sandbox) -> None:
     env = sandbox.env_file()
     env.write_text(env.read_text().replace("background_color=#7c3aed", "background_color=#b91c1c")
-                   + "install_pause_seconds=6\n")
+                   + "install_pause_seconds=30\n")
     first = subprocess.Popen([DEPLOY, "dashboard", "demo", "apply"], cwd=sandbox.path,
                              env=sandbox.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
@@ -229,14 +229,17 @@ def test_5_two_operators_at_once(sandbox: Sandbox) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (lock / ".deploy-lock").exists():
         time.sleep(0.05)
+    # The first run's install pauses 30 s: long enough for the second run's engine phase to end
+    # on a busy machine while the first still holds the host's lock.
     second = sandbox.deploy("dashboard", "demo", "apply")
+    assert first.poll() is None, "the first run ended before the second reached the host"
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
     assert second.returncode == 3, second.stdout + second.stderr
     assert re.search(r"deploy lock held by \S+@\S+ pid=\d+ since \S+ deploying dashboard/demo",
                      second.stdout)
     # State intact: the next run changes nothing.
-    env.write_text(env.read_text().replace("install_pause_seconds=6\n", ""))
+    env.write_text(env.read_text().replace("install_pause_seconds=30\n", ""))
     settled = sandbox.deploy("dashboard", "demo", "apply")
     assert settled.returncode == 0
     ddb = sandbox.client("dynamodb")
@@ -331,7 +334,8 @@ def test_9_interrupted(sandbox: Sandbox) -> None:
 
 
 def test_10_guard_rails(sandbox: Sandbox) -> None:
-    sandbox.env_file("prod").write_text("TF_VAR_deptype=prod\n")
+    sandbox.env_file("prod").write_text('TF_VAR_deptype=prod\nTF_VAR_ssh_cidr_blocks=["127.0.0.0/8"]\n'
+                                        'TF_VAR_app_cidr_blocks=["127.0.0.0/8"]\n')
     refused = sandbox.deploy("shared", "prod", "destroy")
     assert refused.returncode == 2
     assert "Destroy stack shared in the protected environment 'prod'" in refused.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployer.config import environments, load_env, load_settings, parse_env_text
 from deployer.errors import ConfigError
-from deployer.stacks import Stack, Variables
+from deployer.stacks import AppSpec, HostsSpec, Stack, Variables
 
 STACK = Stack(
     name="dashboard", path=Path("deployments/stacks/dashboard.toml"),
@@ -98,8 +100,9 @@ def test_tf_vars_app_vars_and_secrets(tmp_path: Path) -> None:
 
 
 def test_settings_environment_wins_over_dotenv(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("a private key file\n")
     (tmp_path / ".env").write_text("AWS_PROFILE=fromfile\nAWS_REGION=eu-west-1\n"
-                                   "DEPLOYER_SSH_KEY=~/.ssh/key\n")
+                                   f"DEPLOYER_SSH_KEY={tmp_path / 'key'}\n")
     settings = load_settings(tmp_path, {"AWS_PROFILE": "fromenv", "HOME": "/home/op"})
     assert settings.aws_profile == "fromenv"
     assert settings.aws_region == "eu-west-1"
@@ -110,5 +113,52 @@ def test_settings_environment_wins_over_dotenv(tmp_path: Path) -> None:
 
 
 def test_bad_engine_choice_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="DEPLOYER_ENGINE='pulumi' is not one of auto, tofu"):
+    with pytest.raises(ConfigError, match=r"DEPLOYER_ENGINE \(set in the environment or .*/\.env\):"
+                                          r" 'pulumi' is not one of auto, tofu"):
         load_settings(tmp_path, {"DEPLOYER_ENGINE": "pulumi"})
+
+
+# ---- property tests: arbitrary text and bytes give ConfigError or a result, never anything else
+
+EDGE_LIKE = Stack(
+    name="edge", path=Path("deployments/stacks/edge.toml"),
+    variables=Variables(required=("edge_hosts", "git_repo", "git_ref"), optional=("ssh_gateway",)),
+    hosts=HostsSpec(source="env", variable="edge_hosts", gateway_variable="ssh_gateway"),
+    app=AppSpec(repo_variable="git_repo", ref_variable="git_ref", root="app"),
+)
+ENV_LINES = st.lists(st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
+        ["edge_hosts", "git_repo", "git_ref", "ssh_gateway", "TF_VAR_deptype", "x"]), st.text(max_size=40)),
+), max_size=8).map("\n".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ENV_LINES)
+def test_parse_env_text_never_raises(text: str) -> None:
+    values, problems = parse_env_text(text, "env-x")
+    assert all(isinstance(p, str) and "\n" not in p for p in problems)
+    assert all(isinstance(v, str) for v in values.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), ENV_LINES.map(lambda t: t.encode("utf-8", "surrogatepass"))))
+def test_load_env_raises_only_config_errors(tmp_path_factory, raw: bytes) -> None:
+    project = tmp_path_factory.mktemp("p")
+    (project / "deployments").mkdir()
+    (project / "deployments" / "env-x").write_bytes(raw)
+    try:
+        env = load_env(project, "x", EDGE_LIKE)
+    except ConfigError as exc:
+        assert exc.problems and all("\n" not in p for p in exc.problems)
+    else:
+        assert env.name == "x"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_env_names_are_checked_before_any_path(name: str) -> None:
+    try:
+        load_env(Path("/nonexistent"), name, EDGE_LIKE)
+    except ConfigError as exc:
+        assert len(exc.problems) == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployer.errors import ConfigError
-from deployer.stacks import load_stack, parse_stack, stack_names
+from deployer.stacks import load_stack, parse_stack, read_text, stack_names
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,3 +51,54 @@ def test_every_problem_in_a_stack_file_is_named() -> None:
         "x.toml: variables.secrets names 'b', which is neither required nor optional",
         "x.toml: app.repo_variable names 'repo', which is not declared in [variables]",
     )
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: cannot read it: Is a directory$"):
+        read_text(tmp_path)
+
+
+def test_a_bad_byte_is_named_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"a\nb\nc\xffd\n")
+    with pytest.raises(ConfigError, match=r"f:3: not UTF-8 text \(byte 0xff\)"):
+        read_text(tmp_path / "f")
+
+
+TOML_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                         st.text(max_size=20))
+TOML_VALUES = st.recursive(
+    TOML_SCALARS.filter(lambda v: v is not None),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=12)
+KEYS = st.sampled_from(["description", "terraform", "variables", "hosts", "app", "root", "call_out",
+                        "required", "optional", "secrets", "source", "output", "variable", "port",
+                        "parallel", "ready_timeout", "repo_variable", "ref_variable", "files",
+                        "health", "service", "template", "path", "secret", "name", "url", "retries",
+                        "interval", "deadline", "keep_releases", "fallback", "x"])
+STACK_DATA = st.recursive(
+    st.dictionaries(KEYS, TOML_VALUES, max_size=6),
+    lambda inner: st.dictionaries(KEYS, st.one_of(inner, st.lists(inner, max_size=2), TOML_VALUES),
+                                  max_size=6),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(STACK_DATA)
+def test_parse_stack_raises_only_config_errors(data: dict) -> None:
+    try:
+        parse_stack("x", Path("x.toml"), data)
+    except ConfigError as exc:
+        assert exc.problems and all("\n" not in p for p in exc.problems)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_load_stack_raises_only_config_errors(tmp_path_factory, raw: bytes) -> None:
+    project = tmp_path_factory.mktemp("p")
+    (project / "deployments" / "stacks").mkdir(parents=True)
+    (project / "deployments" / "stacks" / "x.toml").write_bytes(raw)
+    try:
+        load_stack(project, "x")
+    except ConfigError as exc:
+        assert exc.problems
