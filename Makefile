@@ -11,7 +11,7 @@ ARGS ?=
 # Extra flags for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages test lint plan apply destroy bootstrap-state demo demo-down bench clean
+.PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,9 +37,36 @@ system-packages: ## Install OpenSSH server and git from Debian when missing (roo
 test: setup ## Run every test (unit, real engine + moto + sshd, CLI end to end)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: setup ## ruff, and terraform fmt -check with the engine deploy would use
+# checkov pins many libraries of its own, so it lives in a virtualenv of its own, never in .venv.
+LINT_VENV ?= .venv-lint
+CHECKOV_VERSION ?= 3.3.30
+# Every shell script of the repo (scripts/ec2-setup.sh is a Terraform template; see its header).
+SHELL_SCRIPTS = $(sort $(wildcard scripts/*.sh) $(shell find examples -name '*.sh' -type f)) .ci/run
+
+CHECKOV := $(LINT_VENV)/bin/checkov
+
+# A stamp per version: changing CHECKOV_VERSION reinstalls, nothing else does.
+$(LINT_VENV)/.checkov-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+lint-tools: $(LINT_VENV)/.checkov-$(CHECKOV_VERSION) ## checkov in .venv-lint; shellcheck from Debian when missing (root only)
+	@if ! command -v shellcheck >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing shellcheck (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
+	  else \
+	    echo "missing: shellcheck; install it (e.g. sudo apt-get install shellcheck)" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: setup lint-tools ## ruff, terraform fmt -check, checkov (terraform/) and shellcheck (every shell script)
 	$(BIN)/ruff check deployer tests benchmarks
 	TF_CLI_CONFIG_FILE=/dev/null $(BIN)/python -m deployer.embedded fmt -check -recursive terraform
+	CKV_SKIP_PACKAGE_UPDATE_CHECK=true LOG_LEVEL=ERROR $(CHECKOV) --config-file .checkov.yaml
+	shellcheck $(SHELL_SCRIPTS)
 
 bootstrap-state: setup ## Create or repair the state bucket and lock table (once per AWS account)
 	$(DEPLOY) bootstrap-state $(ARGS)

@@ -55,6 +55,9 @@ def demo_env_text(*, app_url: str, public_key: str, edge_hosts: list[str], user:
 # local sandbox. Secrets are fresh and this file is 0600; it is reused on every later run.
 TF_VAR_deptype={DEMO_ENV}
 TF_VAR_eip_environments=["{DEMO_ENV}"]
+# The sandbox's hosts live on loopback addresses: nothing else may reach SSH or the app ports.
+TF_VAR_ssh_cidr_blocks=["127.0.0.0/8"]
+TF_VAR_app_cidr_blocks=["127.0.0.0/8"]
 TF_VAR_public_key="{public_key}"
 # The sandbox's hosts are OpenSSH on this machine: they let in the local user, not ec2-user.
 TF_VAR_ssh_user={user}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,14 @@ ROOTS = sorted(p.parent for p in (REPO / "terraform").glob("*/main.tf"))
 MODULES = sorted(p.parent for p in (REPO / "terraform" / "modules").glob("*/main.tf"))
 
 
-def engine(args: list[str], cwd: Path, tmp_path: Path, mirror: Path) -> subprocess.CompletedProcess[str]:
+def engine(args: list[str], cwd: Path, tmp_path: Path, mirror: Path,
+           tf_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     rc = tmp_path / "terraformrc"
     rc.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n')
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_DATA_DIR": str(tmp_path / cwd.name),
-           "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+    env.update({"TF_CLI_CONFIG_FILE": str(rc), "TF_DATA_DIR": str(tmp_path / cwd.name),
+                "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"})
+    env.update({f"TF_VAR_{k}": v for k, v in (tf_vars or {}).items()})
     return subprocess.run([sys.executable, "-m", "deployer.embedded", f"-chdir={cwd}", *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
@@ -64,6 +68,7 @@ def test_every_variable_and_output_is_documented_and_typed() -> None:
 def stage_env(project: Project, public_key: str) -> None:
     project.write_env("stage", "\n".join([
         "TF_VAR_deptype=stage",
+        'TF_VAR_ssh_cidr_blocks=["127.0.0.0/8"]', 'TF_VAR_app_cidr_blocks=["127.0.0.0/8"]',
         f'TF_VAR_public_key="{public_key}"',
         "git_repo=file:///nonexistent.git", "git_ref=main",
         "jwt_secret_key=0123456789abcdef", "frp_token=0123456789abcdef",
@@ -89,6 +94,13 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
     rules = ec2.describe_security_groups(GroupIds=[shared_out["security_group_id"]])[
         "SecurityGroups"][0]["IpPermissions"]
     assert {r.get("FromPort") for r in rules} >= {22, 80, 443, 8080, 7000}
+    assert ingress_sources(ec2, shared_out["security_group_id"]) == {
+        22: {"127.0.0.0/8"}, 80: {"127.0.0.0/8"}, 443: {"127.0.0.0/8"}, 8080: {"127.0.0.0/8"},
+        7000: {"127.0.0.0/8"}}  # the env file's loopback CIDRs, and no 0.0.0.0/0 anywhere
+    assert_default_group_is_empty(ec2, shared_out["vpc_id"])
+    assert ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [shared_out["vpc_id"]]}])[
+        "FlowLogs"] == []  # off outside prod unless TF_VAR_enable_flow_logs says so
+    assert shared_out.get("flow_log_group_name") is None  # a null output is not in the state
 
     again = json.loads(project.deploy("shared", "stage", "apply", "--json", check=True).stdout)
     assert again["engine"]["applied"] is False, again["engine"]["plan"]
@@ -120,3 +132,238 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
     assert after["engine"]["applied"] is False
     s3 = project.client("s3")
     assert s3.head_bucket(Bucket=f"{project.profile}-chronos-terraform-state-storage")
+
+
+def ingress_sources(ec2, group_id: str) -> dict[int, set[str]]:
+    """Port → the IPv4 and IPv6 ranges allowed in, read back from the endpoint."""
+    group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    sources: dict[int, set[str]] = {}
+    for rule in group["IpPermissions"]:
+        ranges = {r["CidrIp"] for r in rule.get("IpRanges", [])}
+        ranges |= {r["CidrIpv6"] for r in rule.get("Ipv6Ranges", [])}
+        sources.setdefault(rule["FromPort"], set()).update(ranges)
+    return sources
+
+
+def assert_default_group_is_empty(ec2, vpc_id: str) -> None:
+    default = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": ["default"]}])[
+        "SecurityGroups"][0]
+    assert default["IpPermissions"] == [] and default["IpPermissionsEgress"] == [], default
+
+
+BOUNDARY = "arn:aws:iam::123456789012:policy/chronos-permissions-boundary"
+
+
+def test_shared_in_prod_logs_flows_and_opens_only_the_given_cidrs(project: Project) -> None:
+    """prod gets VPC flow logs by default: a KMS-encrypted log group with a retention, written
+    through a role that can write to that group only. The security group lets in exactly the
+    env file's CIDRs. A second apply changes nothing; destroy removes it all."""
+    project.write_env("prod", "\n".join([
+        "TF_VAR_deptype=prod", 'TF_VAR_eip_environments=["prod"]',
+        'TF_VAR_ssh_cidr_blocks=["127.0.0.1/32"]', 'TF_VAR_app_cidr_blocks=["127.0.0.0/8", "10.9.0.0/16"]',
+        f"TF_VAR_permissions_boundary={BOUNDARY}",
+    ]) + "\n")
+    project.deploy("bootstrap-state", "-y", check=True)
+    out = json.loads(project.deploy("shared", "prod", "apply", "-y", "--json", check=True).stdout)[
+        "engine"]["outputs"]
+    ec2, logs, iam, kms = (project.client(s) for s in ("ec2", "logs", "iam", "kms"))
+
+    assert ingress_sources(ec2, out["security_group_id"]) == {
+        22: {"127.0.0.1/32"}, **{p: {"127.0.0.0/8", "10.9.0.0/16"} for p in (80, 443, 8080, 7000)}}
+    assert_default_group_is_empty(ec2, out["vpc_id"])
+
+    group_name = out["flow_log_group_name"]
+    assert group_name == "chronos-prod-vpc-flow-logs"
+    (flow,) = ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [out["vpc_id"]]}])[
+        "FlowLogs"]
+    assert flow["TrafficType"] == "ALL" and flow["LogDestinationType"] == "cloud-watch-logs"
+    (group,) = logs.describe_log_groups(logGroupNamePrefix=group_name)["logGroups"]
+    assert flow.get("LogGroupName", flow.get("LogDestination", "")).endswith(group_name), flow
+    assert group["retentionInDays"] == 365
+    key = kms.describe_key(KeyId=group["kmsKeyId"])["KeyMetadata"]
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    key_policy = json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"])
+    logs_statement = next(s for s in key_policy["Statement"] if "Service" in s["Principal"])
+    assert logs_statement["Principal"]["Service"] == "logs.us-east-1.amazonaws.com"
+    assert logs_statement["Condition"]["ArnEquals"]["kms:EncryptionContext:aws:logs:arn"].endswith(
+        f":log-group:{group_name}")
+
+    role_name = flow["DeliverLogsPermissionArn"].rsplit("/", 1)[1]
+    assert role_name == "chronos-prod-flow-logs"
+    trust = iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "vpc-flow-logs.amazonaws.com"}]
+    (policy_name,) = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
+    statements = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"][
+        "Statement"]
+    write = next(s for s in statements if "logs:PutLogEvents" in s["Action"])
+    assert all(group_name in r for r in write["Resource"])  # this log group and nothing else
+    assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
+    for role in (role_name, "chronos-prod-host"):  # what modules/policies requires of every role
+        got = iam.get_role(RoleName=role)["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"]
+        assert got == BOUNDARY, role
+
+    again = json.loads(project.deploy("shared", "prod", "apply", "-y", "--json", check=True).stdout)
+    assert again["engine"]["applied"] is False, again["engine"]["plan"]
+
+    project.deploy("shared", "prod", "destroy", "-y", check=True)
+    assert logs.describe_log_groups(logGroupNamePrefix=group_name)["logGroups"] == []
+    assert ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [out["vpc_id"]]}])[
+        "FlowLogs"] == []
+    assert kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+
+
+CIDR_MESSAGE = "TF_VAR_ssh_cidr_blocks (who may reach SSH) must be a non-empty HCL list of IPv4 CIDRs"
+
+
+def test_shared_without_cidrs_is_refused_naming_them(project: Project) -> None:
+    project.write_env("stage", "TF_VAR_deptype=stage\n")
+    run = project.deploy("shared", "stage", "plan")
+    assert run.returncode == 2
+    assert run.stderr == (f"error: {project.path / 'deployments' / 'env-stage'}: missing required"
+                          " variables for stack shared: TF_VAR_ssh_cidr_blocks, TF_VAR_app_cidr_blocks\n")
+    assert not (project.path / ".deployer" / "logs").exists()  # refused before any engine run
+
+    # A value that is there but not a CIDR list reaches Terraform, whose validation names it.
+    project.write_env("stage", 'TF_VAR_deptype=stage\nTF_VAR_ssh_cidr_blocks=[]\n'
+                      'TF_VAR_app_cidr_blocks=["0.0.0.0/0"]\n')
+    project.deploy("bootstrap-state", "-y", check=True)
+    run = project.deploy("shared", "stage", "plan")
+    assert run.returncode == 1
+    assert "var.ssh_cidr_blocks is empty list of string" in run.stderr, run.stderr
+    (log,) = (project.path / ".deployer" / "logs").glob("*-shared-stage-plan.log")
+    text = re.sub(r"^[0-9:.]+ ", "", log.read_text(), flags=re.M)  # the log's time stamps
+    assert CIDR_MESSAGE in " ".join(text.split())  # Terraform wraps its lines
+
+
+def vars_only_root(tmp_path: Path, root: str) -> Path:
+    """A root holding only terraform/<root>/variables.tf: plans in a second, offline, with no
+    provider, and runs exactly the root's declarations and validations."""
+    where = tmp_path / "roots" / f"{root}-variables"  # engine() keeps its data in tmp_path/<name>
+    where.mkdir(parents=True)
+    (where / "variables.tf").symlink_to(REPO / "terraform" / root / "variables.tf")
+    return where
+
+
+@pytest.mark.parametrize(("value", "accepted"), [
+    (None, False), ("[]", False), ('["0.0.0.0"]', False), ('["10.0.0.1/8"]', False),
+    ('["::/0"]', False), ('["example.com/32"]', False),
+    ('["127.0.0.0/8"]', True), ('["203.0.113.0/24", "0.0.0.0/0"]', True),
+])
+def test_shared_cidr_variables_have_no_default_and_are_validated(
+        value: str | None, accepted: bool, tmp_path: Path, provider_mirror: Path) -> None:
+    root = vars_only_root(tmp_path, "shared")
+    tf_vars = {"deptype": "stage", "aws_region": "us-east-1", "app_cidr_blocks": '["127.0.0.0/8"]'}
+    if value is not None:
+        tf_vars["ssh_cidr_blocks"] = value
+    done = engine(["plan", "-input=false", "-no-color"], root, tmp_path, provider_mirror, tf_vars)
+    text = " ".join((done.stdout + done.stderr).split())
+    if accepted:
+        assert done.returncode == 0, text
+    elif value is None:
+        assert done.returncode == 1 and 'No value for required variable' in text, text
+        assert 'variable "ssh_cidr_blocks"' in text, text
+    else:
+        assert done.returncode == 1, text
+        assert CIDR_MESSAGE in text, text
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), [
+    ("additional_public_key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB teammate@laptop", True),
+    ("additional_public_key", "ecdsa-sha2-nistp256 AAAAE2VjZHNh=", True),
+    ("additional_public_key", "ssh-ed25519 AAAA x\nssh-rsa AAAA attacker", False),
+    ("additional_public_key", 'command="sh" ssh-ed25519 AAAA', False),
+    ("additional_public_key", "not a key", False),
+    ("ssh_user", "ec2-user", True),
+    ("ssh_user", "ec2-user'; reboot; '", False),
+    ("ssh_user", "../root", False),
+])
+def test_dashboard_validates_what_user_data_is_made_of(name: str, value: str, accepted: bool,
+                                                       tmp_path: Path, provider_mirror: Path) -> None:
+    root = vars_only_root(tmp_path, "dashboard")
+    tf_vars = {"deptype": "stage", "aws_region": "us-east-1", "state_bucket": "b",
+               "state_key_prefix": "stage/", "public_key": "ssh-ed25519 AAAA", name: value}
+    done = engine(["plan", "-input=false", "-no-color"], root, tmp_path, provider_mirror, tf_vars)
+    text = " ".join((done.stdout + done.stderr).split())
+    assert (done.returncode == 0) is accepted, text
+    if not accepted:
+        assert f"TF_VAR_{name} must be" in text, text
+
+
+def test_user_data_keeps_any_extra_key_as_data(tmp_path: Path, provider_mirror: Path) -> None:
+    """scripts/ec2-setup.sh, rendered by the real templatefile() exactly as terraform/dashboard
+    calls it, then run with the host commands stubbed: a key full of quotes and shell syntax
+    lands in authorized_keys byte for byte and runs nothing."""
+    hostile = "ssh-ed25519 AAAA x'\"; touch pwned; echo '$(touch pwned2)` `"
+    root = tmp_path / "roots" / "user-data"  # engine() keeps its data in tmp_path/user-data
+    root.mkdir(parents=True)
+    call = re.search(r'templatefile\("\$\{path\.module\}/\.\./\.\./scripts/ec2-setup\.sh", (\{.*?\n  \})\)',
+                     (REPO / "terraform" / "dashboard" / "main.tf").read_text(), re.S)
+    assert call, "terraform/dashboard/main.tf renders scripts/ec2-setup.sh"
+    render = f'templatefile("{REPO}/scripts/ec2-setup.sh", {call.group(1)})'
+    (root / "main.tf").write_text(
+        'variable "ssh_user" {\n  type = string\n}\n'
+        'variable "additional_public_key" {\n  type = string\n}\n'
+        f'output "user_data" {{\n  value = {render}\n}}\n')
+    done = engine(["apply", "-auto-approve", "-input=false", "-no-color"], root, tmp_path,
+                  provider_mirror, {"ssh_user": "ec2-user", "additional_public_key": hostile})
+    assert done.returncode == 0, done.stdout + done.stderr
+    script = engine(["output", "-raw", "user_data"], root, tmp_path, provider_mirror).stdout
+    assert "pwned" not in script and "'ec2-user'" in script
+
+    home, stubs = tmp_path / "home", tmp_path / "bin"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "authorized_keys").write_text("ssh-ed25519 KEYPAIR\n")
+    stubs.mkdir()
+    for command in ("dnf", "systemctl", "usermod", "chown"):
+        (stubs / command).write_text("#!/bin/sh\nexit 0\n")
+    (stubs / "getent").write_text(f"#!/bin/sh\necho 'ec2-user:x:1000:1000::{home}:/bin/bash'\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    (tmp_path / "user_data.sh").write_text(script)
+    ran = subprocess.run(["bash", str(tmp_path / "user_data.sh")], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PATH": f"{stubs}:{os.environ['PATH']}"}, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    assert (home / ".ssh" / "authorized_keys").read_text() == f"ssh-ed25519 KEYPAIR\n{hostile}\n"
+    assert (home / ".setup_complete").exists()
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+def statements(name: str) -> list[dict]:
+    return json.loads((REPO / "terraform" / "modules" / "policies" / name).read_text())["Statement"]
+
+
+def actions(statement: dict) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_deployment_policy_cannot_escalate() -> None:
+    """The deployment policy grants role creation and instance launches, so every way to give a
+    role more than the project boundary must be closed (see modules/policies/README.md)."""
+    policy = statements("terraform-deployment-policy.json")
+    boundary = "arn:aws:iam::${aws:PrincipalAccount}:policy/chronos-permissions-boundary"
+    allows = [s for s in policy if s["Effect"] == "Allow"]
+    denies = [s for s in policy if s["Effect"] == "Deny"]
+    role_writes = {"iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"}
+    for statement in allows:
+        assert not any(a.endswith("*") for a in actions(statement) if a.startswith("iam:")), statement
+        if actions(statement) & role_writes:
+            assert statement["Condition"] == {"StringEquals": {"iam:PermissionsBoundary": boundary}}
+        if "iam:PassRole" in actions(statement):
+            assert set(statement["Condition"]["StringEquals"]) == {"iam:PassedToService"}
+            assert statement["Resource"] in {"arn:aws:iam::*:role/chronos-*-host",
+                                             "arn:aws:iam::*:role/chronos-*-flow-logs"}
+        assert not actions(statement) & {"iam:PutRolePermissionsBoundary",
+                                         "iam:DeleteRolePermissionsBoundary", "iam:CreatePolicy",
+                                         "iam:CreatePolicyVersion"}, statement
+    assert any(actions(s) >= role_writes and s["Condition"] == {
+        "StringNotEquals": {"iam:PermissionsBoundary": boundary}} for s in denies)
+    assert any("iam:AttachRolePolicy" in actions(s) and s["Condition"] == {
+        "ArnNotLike": {"iam:PolicyARN": "arn:aws:iam::*:policy/chronos-*"}} for s in denies)
+    assert any(actions(s) >= {"iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary"}
+               and s["Resource"] == "*" and "Condition" not in s for s in denies)
+    # The boundary itself grants nothing in IAM, STS or KMS, and nothing that passes roles.
+    for statement in statements("permissions-boundary-policy.json"):
+        assert statement["Effect"] == "Allow"
+        assert not {a.split(":")[0] for a in actions(statement)} & {"iam", "sts", "kms", "*"}

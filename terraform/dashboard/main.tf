@@ -75,9 +75,10 @@ module "host" {
   instance_type          = var.instance_type
   public_key             = var.public_key
   additional_public_key  = var.additional_public_key
+  # The key travels base64-encoded: whatever its characters, the script only ever sees [A-Za-z0-9+/=].
   user_data = templatefile("${path.module}/../../scripts/ec2-setup.sh", {
-    ssh_user              = var.ssh_user
-    additional_public_key = var.additional_public_key
+    ssh_user                     = var.ssh_user
+    additional_public_key_base64 = base64encode(var.additional_public_key)
   })
   tags = local.tags
 }

@@ -36,9 +36,15 @@ variable "public_key" {
 }
 
 variable "additional_public_key" {
-  description = "A second operator key, added to authorized_keys by user_data; empty for none."
+  description = "A second operator key (one OpenSSH public key line), added to authorized_keys by user_data; empty for none."
   type        = string
   default     = ""
+  nullable    = false
+
+  validation {
+    condition     = var.additional_public_key == "" || can(regex("^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\\.com) [A-Za-z0-9+/]+={0,3}( [^\\r\\n]*)?$", var.additional_public_key))
+    error_message = "TF_VAR_additional_public_key must be empty or one OpenSSH public key line: TYPE BASE64 [comment], e.g. \"ssh-ed25519 AAAA... you@laptop\" (no options, no line breaks)."
+  }
 }
 
 variable "instance_type" {
@@ -51,6 +57,12 @@ variable "ssh_user" {
   description = "The AMI's login user."
   type        = string
   default     = "ec2-user"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user))
+    error_message = "TF_VAR_ssh_user must be a Linux user name: a lowercase letter or _, then up to 31 of a-z, 0-9, _ and -."
+  }
 }
 
 variable "dashboard_port" {

@@ -1,6 +1,6 @@
 # The network and identity every host of an environment stands on: VPC (IPv4 + IPv6), a public
-# subnet, internet gateway, network ACL, security group, the Elastic IPs of the environments,
-# and the role the hosts run as.
+# subnet, internet gateway, network ACL, security group, the default group emptied, VPC flow logs
+# (prod by default), the Elastic IPs of the environments, and the role the hosts run as.
 
 provider "aws" {
   region = var.aws_region
@@ -13,9 +13,11 @@ provider "aws" {
   skip_requesting_account_id  = local.custom_endpoint
 
   endpoints {
-    ec2 = local.endpoint
-    iam = local.endpoint
-    sts = local.endpoint
+    cloudwatchlogs = local.endpoint
+    ec2            = local.endpoint
+    iam            = local.endpoint
+    kms            = local.endpoint
+    sts            = local.endpoint
   }
 }
 
@@ -23,6 +25,8 @@ locals {
   custom_endpoint = var.aws_endpoint_url != ""
   endpoint        = local.custom_endpoint ? var.aws_endpoint_url : null
   name            = "${var.name_prefix}-${var.deptype}"
+  # Flow logs cost money per GB: on for prod unless the env file says otherwise.
+  enable_flow_logs = coalesce(var.enable_flow_logs, var.deptype == "prod")
   tags = merge({
     Project     = var.name_prefix
     Environment = var.deptype
@@ -40,7 +44,13 @@ module "network" {
   ssh_cidr_blocks = var.ssh_cidr_blocks
   app_cidr_blocks = var.app_cidr_blocks
   app_ports       = var.app_ports
-  tags            = local.tags
+
+  enable_flow_logs            = local.enable_flow_logs
+  flow_logs_retention_in_days = var.flow_logs_retention_in_days
+  region                      = var.aws_region
+  permissions_boundary        = var.permissions_boundary
+
+  tags = local.tags
 }
 
 module "elastic_ip" {
@@ -54,6 +64,7 @@ module "elastic_ip" {
 module "instance_role" {
   source = "../modules/instance_role"
 
-  name = "${local.name}-host"
-  tags = local.tags
+  name                 = "${local.name}-host"
+  permissions_boundary = var.permissions_boundary
+  tags                 = local.tags
 }

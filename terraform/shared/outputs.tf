@@ -37,3 +37,8 @@ output "instance_profile_name" {
   description = "The instance profile the hosts run as."
   value       = module.instance_role.instance_profile_name
 }
+
+output "flow_log_group_name" {
+  description = "The CloudWatch log group of the VPC flow logs (null when they are off)."
+  value       = module.network.flow_log_group_name
+}

@@ -9,6 +9,12 @@ variable "managed_policy_arns" {
   default     = []
 }
 
+variable "permissions_boundary" {
+  description = "ARN of the managed policy set as the role's permissions boundary; null for none."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags merged into every resource."
   type        = map(string)

@@ -1,4 +1,6 @@
-# One public subnet with IPv4 and IPv6 routes to the internet, a network ACL and a security group.
+# One public subnet with IPv4 and IPv6 routes to the internet, a network ACL, a security group
+# (SSH and the app ports from the given CIDRs only), the default group emptied, and optional VPC
+# flow logs (flow_logs.tf).
 # Rules are standalone resources everywhere (never mixed with inline rules).
 
 resource "aws_vpc" "this" {
@@ -94,6 +96,13 @@ resource "aws_network_acl_rule" "egress_ipv6" {
   protocol        = "-1"
   rule_action     = "allow"
   ipv6_cidr_block = "::/0"
+}
+
+# The VPC's default security group, adopted with every rule removed: anything launched without
+# an explicit group can neither be reached nor reach out.
+resource "aws_default_security_group" "this" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = "${var.name}-default-deny-all" })
 }
 
 resource "aws_security_group" "this" {

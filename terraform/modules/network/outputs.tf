@@ -27,3 +27,18 @@ output "internet_gateway_id" {
   description = "The internet gateway."
   value       = try(aws_internet_gateway.this.id, null)
 }
+
+output "default_security_group_id" {
+  description = "The VPC's default security group (adopted with no rules)."
+  value       = try(aws_default_security_group.this.id, null)
+}
+
+output "flow_log_id" {
+  description = "The VPC flow log (null unless enable_flow_logs)."
+  value       = try(aws_flow_log.this[0].id, null)
+}
+
+output "flow_log_group_name" {
+  description = "The CloudWatch log group of the VPC flow logs (null unless enable_flow_logs)."
+  value       = try(aws_cloudwatch_log_group.flow_logs[0].name, null)
+}
