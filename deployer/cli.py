@@ -252,9 +252,9 @@ def _targets(stack: str, env: str, project_dir: Path | None, action: str):
     settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
     masker = env_cfg.masker(settings)
     log = pipeline.open_log(settings, spec, env_cfg, action, masker)
-    hosts, _outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
-                                            progress=report.progress)
-    return settings, spec, env_cfg, masker, log, hosts
+    hosts, outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
+                                           progress=report.progress)
+    return settings, spec, env_cfg, masker, log, hosts, outputs
 
 
 @main.command("rollback", epilog=EXIT_CODES)
@@ -268,10 +268,34 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
     from deployer.hosts import fleet
 
     fleet.check_release_name(to)  # before the run log, the engine or any host
-    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "rollback")
+    settings, spec, env_cfg, masker, log, hosts, outputs = _targets(stack, env, project_dir, "rollback")
     with log:
         result = fleet.rollback(spec, env_cfg, settings, hosts, to=to, masker=masker, log=log,
-                                progress=report.progress, accept_new_host_keys=accept_new_host_keys)
+                                progress=report.progress, accept_new_host_keys=accept_new_host_keys,
+                                outputs=outputs)
+    _print_fleet(result, as_json)
+    _exit_for(result)
+
+
+@main.command("unlock", epilog=EXIT_CODES)
+@_host_command
+@click.option("--host", "host", metavar="HOST", help="Only this host (user@address or address).")
+@common
+@handle_errors
+def unlock(stack: str, env: str, accept_new_host_keys: bool, host: str | None,
+           project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Show who holds the deploy lock on STACK's hosts in ENV and remove it, after a yes: for
+    a run that died where deploy cannot tell (a CI runner killed mid-deploy). A lock left by a
+    dead process of this machine is broken by the next run by itself."""
+    from deployer.hosts import fleet
+
+    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "unlock")
+    assert spec.hosts is not None
+    with log:
+        result = fleet.unlock(spec, env_cfg, settings, fleet.pick_hosts(hosts, host), log=log,
+                              progress=report.progress, confirm=_confirmer(yes),
+                              parallel=spec.hosts.parallel if yes else 1,
+                              accept_new_host_keys=accept_new_host_keys)
     _print_fleet(result, as_json)
     _exit_for(result)
 
@@ -287,7 +311,7 @@ def status(stack: str, env: str, accept_new_host_keys: bool, project_dir: Path |
 
     from deployer.hosts import fleet
 
-    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "status")
+    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "status")
     with log:
         found = fleet.status(spec, env_cfg, settings, hosts, masker=masker, log=log,
                              progress=report.progress, accept_new_host_keys=accept_new_host_keys)
@@ -309,7 +333,7 @@ def logs(stack: str, env: str, accept_new_host_keys: bool, lines: int, project_d
     """Show the app's logs (the stack's log command) from each host of STACK in ENV."""
     from deployer.hosts import fleet
 
-    settings, spec, env_cfg, masker, log, hosts = _targets(stack, env, project_dir, "logs")
+    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "logs")
     with log:
         result = fleet.logs(spec, env_cfg, settings, hosts, masker=masker, log=log,
                             progress=report.progress, lines=lines)

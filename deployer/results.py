@@ -1,6 +1,7 @@
 """Results are data: small frozen dataclasses that steps return and only the CLI renders.
 
-Statuses: `changed`, `unchanged`, `failed`, `skipped`. Every result says why in `reason`.
+Statuses: `changed`, `unchanged`, `repaired`, `failed`, `skipped`. Every result says why in
+`reason`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 CHANGED = "changed"
 UNCHANGED = "unchanged"
 FAILED = "failed"
+REPAIRED = "repaired"  # nothing to deploy, but what ran was unhealthy and was restarted
 SKIPPED = "skipped"
 MISSING = "missing"  # a check found nothing there yet
 
@@ -109,7 +111,7 @@ class FleetResult:
 
     @property
     def changed(self) -> bool:
-        return any(h.status == CHANGED for h in self.hosts)
+        return any(h.status in (CHANGED, REPAIRED) for h in self.hosts)
 
     @property
     def locked(self) -> tuple[HostResult, ...]:

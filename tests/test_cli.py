@@ -53,7 +53,8 @@ def test_help_and_version(project: Project) -> None:
 
 
 def test_missing_configuration_starts_nothing(project: Project) -> None:
-    env_file = project.write_env("stage", "TF_VAR_deptype=stage\ngit_repo=x\ngit_ref=main\n"
+    env_file = project.write_env("stage", "TF_VAR_deptype=stage\n"
+                                 "git_repo=https://example.com/x.git\ngit_ref=main\n"
                                  "frp_token=abcdefgh\ndb_password=abcdefgh\n"
                                  "background_color=red\nvite_api_base_url=http://x/api\n")
     run = project.deploy("dashboard", "stage", "plan")

@@ -453,3 +453,108 @@ def test_rollback_to_a_release_the_host_does_not_have_changes_nothing(
     assert os.readlink(root / "current") == current
     assert (root / "chronos-edge.pid").read_text() == pid  # nothing was restarted
     assert (root / "audit.log").read_text() == audit
+
+
+def test_rollback_of_a_service_takes_the_lock_switches_first_and_checks_health(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    """The edge service runs from `current`: rollback must switch before it restarts, or the
+    release being left is the one restarted (and checked)."""
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key, edge_api_url="http://first/api")
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    root = host.home / "chronos-edge"
+    first = os.readlink(root / "current")
+    edge_project(project, host, app_origin, operator_key, edge_api_url="http://second/api",
+                 edge_port=service_environ(host)[b"EDGE_PORT"].decode())
+    assert project.deploy("edge", "stage").returncode == 0
+    port = service_environ(host)[b"EDGE_PORT"].decode()
+    assert edge_page(host, port) == "edge -> http://second/api\n"
+
+    lock = root / ".deploy-lock"
+    lock.mkdir()
+    (lock / "info").write_text("bob@ci-runner pid=77 since 2026-12-01T00:00:00 deploying edge\n")
+    held = project.deploy("rollback", "edge", "stage")
+    assert held.returncode == 3, held.stdout + held.stderr
+    assert "deploy lock held by bob@ci-runner pid=77" in held.stdout
+    assert f"deploy unlock edge stage --host root@{host.address}" in held.stdout
+    assert edge_page(host, port) == "edge -> http://second/api\n"  # nothing was touched
+    refused = project.deploy("unlock", "edge", "stage")  # not interactive, no --yes
+    assert lock.exists() and "pass --yes" in refused.stdout + refused.stderr
+    unlocked = project.deploy("unlock", "edge", "stage", "--host", f"root@{host.address}", "-y")
+    assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+    assert "removed the deploy lock held by bob@ci-runner pid=77" in unlocked.stdout
+    assert not lock.exists()
+    assert "unlock: removed the lock held by bob@ci-runner" in (root / "audit.log").read_text()
+
+    back = project.deploy("rollback", "edge", "stage")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert os.readlink(root / "current") == first
+    assert edge_page(host, port) == "edge -> http://first/api\n"  # the release rolled back TO runs
+    assert "health check 'edge http' passed" in back.stderr
+    assert service_environ(host)[b"EDGE_API_URL"] == b"http://first/api"
+    assert not lock.exists()
+    assert "ok: rollback" in (root / "audit.log").read_text()
+
+
+def test_a_crashed_service_is_repaired_not_reported_unchanged(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key)
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    port = service_environ(host)[b"EDGE_PORT"].decode()
+    pid = int((host.home / "chronos-edge" / "chronos-edge.pid").read_text())
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.05)
+    again = project.deploy("edge", "stage", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    result = json.loads(again.stdout)["fleet"]["hosts"][0]
+    assert result["status"] == "repaired", result
+    assert "health check 'edge http'" in result["reason"]
+    assert edge_page(host, port).startswith("edge -> ")
+    healthy = project.deploy("edge", "stage", "--json")
+    assert json.loads(healthy.stdout)["fleet"]["hosts"][0]["status"] == "unchanged"
+
+
+def test_one_release_name_for_the_whole_fleet_so_rollback_to_works_on_every_host(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    hosts = ssh_hosts(2)
+    edge_project(project, hosts[0], app_origin, operator_key,
+                 edge_hosts=" ".join(f"root@{h.address}" for h in hosts))
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    roots = [h.home / "chronos-edge" for h in hosts]
+    names = {os.readlink(r / "current") for r in roots}
+    assert len(names) == 1, names
+    (first,) = names
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("http://localhost:8080/api", "http://other/api"))
+    assert project.deploy("edge", "stage").returncode == 0
+    assert {os.readlink(r / "current") for r in roots} != {first}
+    back = project.deploy("rollback", "edge", "stage", "--to", first.removeprefix("releases/"))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert {os.readlink(r / "current") for r in roots} == {first}
+
+
+@pytest.mark.parametrize("holder_changes", [False, True])
+def test_breaking_a_stale_lock_is_atomic(tmp_path: Path, holder_changes: bool) -> None:
+    """Two runs break the same stale lock at once: exactly one wins. A lock that another run
+    has taken again meanwhile is left alone. (The builder's shell, run by a real sh.)"""
+    from deployer.hosts import commands as cmd
+
+    root = tmp_path / "app"
+    (root / cmd.LOCK_DIR).mkdir(parents=True)
+    stale = "ci@runner pid=1 since 2026-12-01T00:00:00 deploying edge/stage"
+    now = "ci@runner pid=2 since 2026-12-02T00:00:00 deploying edge/stage"
+    (root / cmd.LOCK_DIR / "info").write_text((now if holder_changes else stale) + "\n")
+    script = cmd.break_lock(str(root), stale + "\n")
+    runs = [subprocess.Popen(["sh", "-c", script]) for _ in range(2)]
+    codes = sorted(r.wait() for r in runs)
+    if holder_changes:
+        assert codes == [cmd.LOCK_MOVED, cmd.LOCK_MOVED]
+        assert (root / cmd.LOCK_DIR / "info").read_text() == now + "\n"
+    else:
+        assert codes == [0, cmd.LOCK_MOVED]
+        assert not (root / cmd.LOCK_DIR).exists()
+    assert [p.name for p in root.iterdir()] == ([cmd.LOCK_DIR] if holder_changes else [])

@@ -16,6 +16,10 @@ q = shlex.quote
 # no prompt for credentials (nobody is there to answer; it would hang until the timeout).
 GIT = "GIT_ALLOW_PROTOCOL=https:ssh:file GIT_TERMINAL_PROMPT=0 git"
 LOCK_DIR = ".deploy-lock"
+# Exit codes between the builders and the runner (release.py): what a command's exit means.
+LOCK_HELD = 3  # the deploy lock is someone else's; its holder is on stdout
+STAGE_FAILED = 4  # building the new release directory failed; the reason is on stderr
+LOCK_MOVED = 5  # breaking a stale lock found it already gone, or no longer the stale holder's
 META_DIR = ".deploy"  # in each release: fingerprint, files.json, ok
 
 
@@ -42,11 +46,21 @@ def probe(root: str, refs: str = "") -> str:
 
 
 def acquire_lock(root: str, info: str) -> str:
-    """Atomic mkdir; exit 3 and print the holder when someone else has it."""
+    """Atomic mkdir; exit LOCK_HELD and print the holder when someone else has it."""
     r = q(root)
     return (f"mkdir -p {r} && if mkdir {r}/{LOCK_DIR} 2>/dev/null; then"
             f" printf '%s\\n' {q(info)} > {r}/{LOCK_DIR}/info; else"
-            f" cat {r}/{LOCK_DIR}/info 2>/dev/null || echo unknown; exit 3; fi")
+            f" cat {r}/{LOCK_DIR}/info 2>/dev/null || echo unknown; exit {LOCK_HELD}; fi")
+
+
+def break_lock(root: str, holder: str) -> str:
+    """Remove the lock only if `holder` still holds it: rename it aside first (one rename
+    wins, so two runs cannot both break it), then compare; a lock that is no longer
+    `holder`'s is put back, and the exit is LOCK_MOVED."""
+    r, aside = q(root), f"{q(root)}/{LOCK_DIR}.broken.$$"
+    return (f"mv -T {r}/{LOCK_DIR} {aside} 2>/dev/null || exit {LOCK_MOVED};"
+            f' if [ "$(cat {aside}/info 2>/dev/null)" = {q(holder.strip())} ]; then rm -rf {aside};'
+            f" else mv -T {aside} {r}/{LOCK_DIR} 2>/dev/null || rm -rf {aside}; exit {LOCK_MOVED}; fi")
 
 
 def release_lock(root: str) -> str:
@@ -56,10 +70,11 @@ def release_lock(root: str) -> str:
 def begin_release(root: str, info: str, stage: list[str]) -> str:
     """One round trip: take the deploy lock, list the releases (under the lock, as
     `list_releases` does) and run the `stage` commands that build the new release directory.
-    Exit 3 with the holder on stdout when the lock is held; exit 4 when a stage command fails
-    (its error on stderr)."""
+    Exit LOCK_HELD with the holder on stdout when the lock is held; exit STAGE_FAILED when a
+    stage command fails (its error on stderr)."""
     steps = " && ".join(f"{{ {s}; }}" for s in stage) or "true"
-    return f"{acquire_lock(root, info)} && ( {list_releases(root)} ) && {{ ( {steps} ) || exit 4; }}"
+    return (f"{acquire_lock(root, info)} && ( {list_releases(root)} )"
+            f" && {{ ( {steps} ) || exit {STAGE_FAILED}; }}")
 
 
 def resolve_ref(repo: str, ref: str) -> str:

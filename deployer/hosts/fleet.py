@@ -16,7 +16,7 @@ from deployer.hosts import release as rel
 from deployer.hosts.address import parse_host_list
 from deployer.hosts.connection import Host, Remote, gateway_for
 from deployer.logs import RunLog
-from deployer.results import CHANGED, FAILED, FleetResult, HostResult, Progress, StepResult
+from deployer.results import CHANGED, FAILED, SKIPPED, UNCHANGED, FleetResult, HostResult, Progress
 from deployer.secrets import Masker
 from deployer.stacks import Stack
 
@@ -125,10 +125,11 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
 
 def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
              to: str | None, masker: Masker, log: RunLog, progress: Progress,
-             accept_new_host_keys: bool = False) -> FleetResult:
-    """Switch every host back to the previous healthy release (or `to`), restart and check it.
-    A `to` that is not a release name stops before any host is contacted (ConfigError); one a
-    host does not have stops that host before anything runs there but two read-only looks."""
+             accept_new_host_keys: bool = False, outputs: Mapping[str, object] | None = None,
+             ) -> FleetResult:
+    """Switch every host back to the previous healthy release (or `to`): see
+    release.rollback_host. A `to` that is not a release name stops before any host is contacted
+    (ConfigError); one a host does not have stops that host under its lock, changing nothing."""
     app = stack.app
     assert app is not None and stack.hosts is not None
     check_release_name(to)
@@ -136,47 +137,56 @@ def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host]
     def one(host: Host) -> HostResult:
         remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
         try:
+            result = rel.rollback_host(remote, stack, env, to=to, outputs=outputs or {},
+                                       progress=progress)
+        finally:
+            remote.close()
+        progress(f"[{host}] {result.status}: {result.reason}")
+        return result
+
+    return _each(hosts, stack.hosts.parallel, one, progress)
+
+
+def unlock(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, log: RunLog,
+           progress: Progress, confirm: Callable[[str, str], bool], parallel: int,
+           accept_new_host_keys: bool = False) -> FleetResult:
+    """Remove the deploy lock on each host after showing its holder: for a run that died where
+    this machine cannot tell (a CI runner killed mid-deploy). Only the lock that was shown is
+    removed; one that changed hands meanwhile is left alone."""
+
+    def one(host: Host) -> HostResult:
+        remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
+        try:
             remote.open()
             root, state = rel.probe(remote, stack)
-            current = state.get("current", "").removeprefix("releases/")
-            listing = remote.run(cmd.list_releases(root), timeout=30, check=True).stdout
-            releases = dict(ln.split() for ln in listing.splitlines() if len(ln.split()) == 2)
-            healthy = [n for n, s in releases.items() if s == "ok"]
-            if to is not None and to not in releases:
-                raise HostError(f"{host}: release {to} does not exist in {root}/releases"
-                                f" (releases there: {', '.join(releases) or 'none'})")
-            if to is not None and to not in healthy:
-                raise HostError(f"{host}: release {to} failed its health checks when it was"
-                                f" deployed; healthy releases: {', '.join(healthy) or 'none'}")
-            older = [n for n in healthy if n < current]
-            target = to or (older[-1] if older else "")
-            if not target:
-                raise HostError(f"{host}: no healthy release before {current or 'nothing'}")
-            if target == current:
-                return HostResult(str(host), "unchanged", f"{target} is already current", target)
-            release = f"{root}/releases/{target}"
-            run = remote.run(cmd.run_script(release, app.install, {"DEPLOY_RELEASE": target,
-                                                                  "DEPLOY_APP_ROOT": root}),
-                             what=app.install, on_line=lambda line: progress(f"[{host}]   {line}"))
-            if not run.ok:
-                raise HostError(f"{host}: {app.install} of {target} failed (exit {run.code})")
-            if app.service is not None:
-                rel.start_service(remote, stack, root, release, progress)
-            failed = rel.health(remote, app.health, release,
-                                rel.context(stack, env, host, {}), progress)
-            if failed:
-                raise HostError(f"{host}: health check '{failed}' failed for {target}; current"
-                                f" stays {current}")
-            remote.run(cmd.switch_current(root, target), timeout=30, check=True)
-            remote.run(cmd.audit(root, f"{rel.who()} rollback {current} -> {target} result=ok"),
-                       timeout=30)
-            progress(f"[{host}] rolled back {current} -> {target}")
-            return HostResult(str(host), CHANGED, f"rolled back from {current}", target,
-                              steps=(StepResult("current", CHANGED, target),))
+            holder = state.get("lock", "").strip()
+            if not holder:
+                return HostResult(str(host), UNCHANGED, "no deploy lock")
+            if not confirm(f"{host}: remove the deploy lock held by {holder}? Type 'yes'", "yes"):
+                return HostResult(str(host), SKIPPED, f"kept the deploy lock held by {holder}")
+            done = remote.run(cmd.break_lock(root, holder), timeout=30, what="unlock")
+            if done.code == cmd.LOCK_MOVED:
+                return HostResult(str(host), FAILED, "the lock changed hands meanwhile; left alone")
+            if not done.ok:
+                raise HostError(f"{host}: removing the lock failed: {log.masker.mask(done.last_line)}")
+            remote.run(cmd.audit(root, f"{rel.who()} unlock: removed the lock held by {holder}"),
+                       timeout=30, what="audit")
+            return HostResult(str(host), CHANGED, f"removed the deploy lock held by {holder}")
         finally:
             remote.close()
 
-    return _each(hosts, stack.hosts.parallel, one, progress)
+    return _each(hosts, parallel, one, progress)
+
+
+def pick_hosts(hosts: list[Host], wanted: str | None) -> list[Host]:
+    """`--host H`: the hosts named `user@address[:port]` or `address`; all without it."""
+    if wanted is None:
+        return hosts
+    found = [h for h in hosts if wanted in (str(h), h.address)]
+    if not found:
+        raise ConfigError(f"--host {wanted!r} is not a host of this stack"
+                          f" ({', '.join(map(str, hosts))})")
+    return found
 
 
 def check_release_name(name: str | None) -> None:

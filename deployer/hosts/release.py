@@ -27,7 +27,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from deployer import templates
 from deployer.config import EnvConfig, Settings
 from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
-from deployer.hosts.connection import ForwardingRefused, Host, Remote
-from deployer.results import CHANGED, FAILED, UNCHANGED, HostResult, Progress, StepResult
+from deployer.hosts.connection import ForwardingRefused, Host, Remote, Result
+from deployer.results import CHANGED, FAILED, REPAIRED, UNCHANGED, HostResult, Progress, StepResult
 from deployer.stacks import HealthCheck, Stack
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -67,12 +67,20 @@ class Pin:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.sha = ""
+        self.name = ""
 
     def fix(self, sha: str) -> str:
         """`sha` if nothing is fixed yet, else what was (the caller compares)."""
         with self._lock:
             self.sha = self.sha or sha
             return self.sha
+
+    def release(self, sha: str) -> str:
+        """The new release's name, the same on every host of the run, so that
+        `deploy rollback --to NAME` means one release across the fleet."""
+        with self._lock:
+            self.name = self.name or release_name(sha, time.time())
+            return self.name
 
 
 @dataclass(frozen=True)
@@ -202,18 +210,23 @@ def _lock_is_stale(info: str) -> bool:
         return False
 
 
+QUICK_ATTEMPTS = 3  # a host with nothing to deploy: is what runs healthy, or down?
+
+
 def health(remote: Remote, checks: tuple[HealthCheck, ...], release: str, ctx: dict[str, Any],
-           progress: Progress) -> str | None:
-    """Run every check with retries until its deadline; the first that fails, or None."""
+           progress: Progress, *, quick: bool = False) -> str | None:
+    """Run every check with retries until its deadline; the first that fails, or None.
+    `quick`: at most QUICK_ATTEMPTS tries each (a running service answers at once)."""
     for check in checks:
         target = (templates.render_string(check.url, ctx, name=f"health {check.name}") if check.url
                   else cmd.health_command(release, check.command))
         deadline = time.monotonic() + check.deadline
-        for attempt in range(1, check.retries + 1):
+        attempts = min(check.retries, QUICK_ATTEMPTS) if quick else check.retries
+        for attempt in range(1, attempts + 1):
             if _check_once(remote, check, target, progress):
                 progress(f"[{remote.host}] health check '{check.name}' passed")
                 break
-            if attempt == check.retries or time.monotonic() + check.interval > deadline:
+            if attempt == attempts or time.monotonic() + check.interval > deadline:
                 return check.name
             time.sleep(check.interval)
     return None
@@ -329,31 +342,21 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         say(f"{ref} now names {resolved[:7]} here, but the fleet deploys {sha[:7]}: staying with it")
     wanted = render(stack, env, settings.project, host, sha, outputs)
     if state.get("fingerprint") == wanted.fingerprint:
-        current = state.get("current", "").removeprefix("releases/")
-        return HostResult(str(host), UNCHANGED, f"release {current} already current",
-                          current, wanted.fingerprint)
-    name = release_name(sha, time.time())
+        return _check_unchanged(remote, stack, env, root, state, wanted, outputs, progress)
+    name = pin.release(sha)
     release = f"{root}/releases/{name}"
     previous = state.get("current", "")
     plan = _plan_release(root, release, previous, state.get("manifest", ""), wanted, stack, repo)
     say(plan.says)
     info = (f"{who()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} deploying"
             f" {stack.name}/{env.name} {ref} {sha[:7]}")
-    begin = remote.run(cmd.begin_release(root, info, plan.stage), timeout=600, what="lock")
-    if begin.code == 3 and _lock_is_stale(begin.stdout):
-        say(f"breaking a stale deploy lock ({begin.stdout.strip()}): that process is gone")
-        remote.run(cmd.release_lock(root), timeout=30, check=True, what="unlock")
-        begin = remote.run(cmd.begin_release(root, info, plan.stage), timeout=600, what="lock")
-    if begin.code == 3:
-        return HostResult(str(host), FAILED, f"deploy lock held by {begin.stdout.strip()}",
-                          locked=True)
-    if begin.code not in (0, 4):
-        raise HostError(f"{host}: could not take the deploy lock:"
-                        f" {remote.log.masker.mask(begin.last_line)}")
+    begin = take_lock(remote, root, cmd.begin_release(root, info, plan.stage), say)
+    if begin.code == cmd.LOCK_HELD:
+        return lock_held(remote, stack, env, begin.stdout)
     locked = True
     steps: list[StepResult] = []
     try:
-        if begin.code == 4:
+        if begin.code == cmd.STAGE_FAILED:
             raise HostError(f"{host}: {plan.what} failed: {remote.log.masker.mask(begin.last_line)}")
         steps.append(StepResult("release", CHANGED, release))
         for path in plan.upload:
@@ -374,13 +377,13 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         if not script.ok:
             _audit(remote, root, ref, sha, wanted.fingerprint,
                    f"failed: {app.install} exit {script.code}")
-            _restore(remote, stack, root, previous, say)
+            _restore(remote, stack, env, root, previous, say)
             return HostResult(str(host), FAILED, f"{app.install} failed (exit {script.code});"
                               f" current stays {previous or 'unset'}", name, wanted.fingerprint,
                               tuple(steps))
         steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
         if cancel.event.is_set():
-            _restore(remote, stack, root, previous, say)
+            _restore(remote, stack, env, root, previous, say)
             cancel.check(host)
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
@@ -389,11 +392,11 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 unit=wanted.unit.decode(), first=cmd.switch_current(root, name))))
         failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
         if failed is None and cancel.event.is_set():
-            _restore(remote, stack, root, previous, say)
+            _restore(remote, stack, env, root, previous, say)
             cancel.check(host)
         if failed is not None:
             _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: health check {failed}")
-            restored = _restore(remote, stack, root, previous, say)
+            restored = _restore(remote, stack, env, root, previous, say)
             return HostResult(str(host), FAILED,
                               f"health check '{failed}' failed on {host}; release {name} not made"
                               f" current; {restored}", name, wanted.fingerprint, tuple(steps))
@@ -416,6 +419,134 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 remote.run(cmd.release_lock(root), timeout=30, what="unlock")
             except HostError:
                 pass  # the connection is gone; the next run sees the holder is dead and breaks it
+
+
+def take_lock(remote: Remote, root: str, command: str, say: Callable[[str], None]) -> Result:
+    """Run `command` (it starts with `cmd.acquire_lock`). A lock left by a process of this
+    machine that no longer runs is broken, atomically, and the command tried once more."""
+    begin = remote.run(command, timeout=600, what="lock")
+    if begin.code == cmd.LOCK_HELD and _lock_is_stale(begin.stdout):
+        say(f"breaking a stale deploy lock ({begin.stdout.strip()}): that process is gone")
+        remote.run(cmd.break_lock(root, begin.stdout), timeout=30, what="break stale lock")
+        begin = remote.run(command, timeout=600, what="lock")
+    if begin.code not in (0, cmd.LOCK_HELD, cmd.STAGE_FAILED):
+        raise HostError(f"{remote.host}: could not take the deploy lock:"
+                        f" {remote.log.masker.mask(begin.last_line)}")
+    return begin
+
+
+def lock_held(remote: Remote, stack: Stack, env: EnvConfig, holder: str) -> HostResult:
+    return HostResult(str(remote.host), FAILED,
+                      f"deploy lock held by {holder.strip()}; if that run is gone:"
+                      f" deploy unlock {stack.name} {env.name} --host {remote.host}", locked=True)
+
+
+def _check_unchanged(remote: Remote, stack: Stack, env: EnvConfig, root: str, state: dict[str, str],
+                     wanted: Rendered, outputs: Mapping[str, object], progress: Progress,
+                     ) -> HostResult:
+    """Nothing to deploy: still check that what runs is healthy (through the SSH connection,
+    cheap), and restart the current release when it is not."""
+    app = stack.app
+    assert app is not None
+    host = remote.host
+    current = state.get("current", "").removeprefix("releases/")
+    ctx = context(stack, env, host, outputs)
+    failed = health(remote, app.health, f"{root}/releases/{current}", ctx, progress, quick=True)
+    if failed is None:
+        return HostResult(str(host), UNCHANGED, f"release {current} already current",
+                          current, wanted.fingerprint)
+    say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
+    say(f"release {current} is current but its health check '{failed}' fails: restarting it")
+    begin = take_lock(remote, root, cmd.acquire_lock(root, _lock_info(stack, env, "repairing",
+                                                                       current)), say)
+    if begin.code == cmd.LOCK_HELD:
+        return lock_held(remote, stack, env, begin.stdout)
+    try:
+        restarted = _restart(remote, stack, env, root, current, systemd=state.get("systemd") == "yes")
+        still = health(remote, app.health, f"{root}/releases/{current}", ctx, progress)
+    finally:
+        remote.run(cmd.release_lock(root), timeout=30, what="unlock")
+    if still is not None:
+        return HostResult(str(host), FAILED, f"release {current} is current but unhealthy:"
+                          f" health check '{still}' still fails after a restart ({restarted})",
+                          current, wanted.fingerprint)
+    _audit(remote, root, "-", "-", wanted.fingerprint, f"repaired: restarted {current}")
+    return HostResult(str(host), REPAIRED, f"release {current} was down (health check"
+                      f" '{failed}'); restarted, healthy again", current, wanted.fingerprint)
+
+
+def _lock_info(stack: Stack, env: EnvConfig, doing: str, what: str) -> str:
+    return f"{who()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {doing} {stack.name}/{env.name} {what}"
+
+
+def _restart(remote: Remote, stack: Stack, env: EnvConfig, root: str, name: str, *,
+             systemd: bool | None = None, switch: bool = False) -> str:
+    """(Switch `current` to release `name`, then) rerun its install script and (re)start the
+    service, which runs from `current`. Returns how the service was started."""
+    app = stack.app
+    assert app is not None
+    release = f"{root}/releases/{name}"
+    first = cmd.switch_current(root, name) if switch else ""
+    script = remote.run(cmd.then(first, cmd.run_script(release, app.install, {
+        "DEPLOY_RELEASE": name, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name})),
+        what=f"restart {name}")
+    if not script.ok:
+        raise HostError(f"{remote.host}: {app.install} of {name} failed (exit {script.code})")
+    if app.service is None:
+        return f"reran {app.install}"
+    return start_service(remote, stack, root, release, lambda _line: None, systemd=systemd)
+
+
+def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | None,
+                  outputs: Mapping[str, object], progress: Progress) -> HostResult:
+    """Switch the host back to the previous healthy release (or `to`): take the deploy lock,
+    switch `current`, restart (the service runs from `current`), then the health checks; when
+    they fail, switch back to the release it left and restart that. Failed releases are never
+    chosen."""
+    app = stack.app
+    assert app is not None
+    host = remote.host
+    say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
+    remote.open()
+    root, state = probe(remote, stack)
+    current = state.get("current", "").removeprefix("releases/")
+    info = _lock_info(stack, env, "rolling back", to or "to the previous release")
+    begin = take_lock(remote, root, cmd.begin_release(root, info, []), say)
+    if begin.code == cmd.LOCK_HELD:
+        return lock_held(remote, stack, env, begin.stdout)
+    try:
+        releases = dict(ln.split() for ln in begin.stdout.splitlines() if len(ln.split()) == 2)
+        healthy = [n for n, s in releases.items() if s == "ok"]
+        if to is not None and to not in releases:
+            raise HostError(f"{host}: release {to} does not exist in {root}/releases"
+                            f" (releases there: {', '.join(releases) or 'none'})")
+        if to is not None and to not in healthy:
+            raise HostError(f"{host}: release {to} failed its health checks when it was"
+                            f" deployed; healthy releases: {', '.join(healthy) or 'none'}")
+        older = [n for n in healthy if n < current]
+        target = to or (older[-1] if older else "")
+        if not target:
+            raise HostError(f"{host}: no healthy release before {current or 'nothing'}")
+        if target == current:
+            return HostResult(str(host), UNCHANGED, f"{target} is already current", target)
+        systemd = state.get("systemd") == "yes"
+        say(f"switching current {current} -> {target}")
+        how = _restart(remote, stack, env, root, target, systemd=systemd, switch=True)
+        failed = health(remote, app.health, f"{root}/releases/{target}",
+                        context(stack, env, host, outputs), progress)
+        if failed is not None:
+            back = (_restart(remote, stack, env, root, current, systemd=systemd, switch=True)
+                    if current else "nothing to go back to")
+            _audit(remote, root, "-", "-", "-", f"failed: rollback {current} -> {target}:"
+                   f" health check {failed}")
+            raise HostError(f"{host}: health check '{failed}' failed for {target}; switched back"
+                            f" to {current or 'nothing'} ({back})")
+        _audit(remote, root, "-", "-", "-", f"ok: rollback {current} -> {target}")
+        say(f"rolled back {current} -> {target} ({how})")
+        return HostResult(str(host), CHANGED, f"rolled back from {current}", target,
+                          steps=(StepResult("current", CHANGED, target),))
+    finally:
+        remote.run(cmd.release_lock(root), timeout=30, what="unlock")
 
 
 @dataclass(frozen=True)
@@ -457,24 +588,22 @@ def _plan_release(root: str, release: str, previous: str, manifest_json: str, wa
     return ReleasePlan(stage, upload, result, what, says)
 
 
-def _restore(remote: Remote, stack: Stack, root: str, previous: str, say: Any) -> str:
-    """After a failed release: restart the current one so it keeps serving."""
+def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: str, say: Any,
+             ) -> str:
+    """After a failed release: `current` back on the previous release (a service app had
+    switched it), restarted so it keeps serving."""
     app = stack.app
     assert app is not None
     if not previous:
         return "there was no previous release to keep serving"
-    release = f"{root}/{previous}"
-    if app.service is not None:
-        remote.run(cmd.switch_current(root, previous.removeprefix("releases/")), timeout=30,
-                   check=True, what="switch current back")
-    again = remote.run(cmd.run_script(release, app.install, {
-        "DEPLOY_RELEASE": previous.removeprefix("releases/"), "DEPLOY_APP_ROOT": root}),
-        what=f"restart {previous}")
-    if app.service is not None and again.ok:
-        start_service(remote, stack, root, release, say)
-    state = "restarted" if again.ok else f"restart FAILED (exit {again.code})"
-    say(f"rolled back: current stays {previous} ({state})")
-    return f"current stays {previous.removeprefix('releases/')} ({state})"
+    name = previous.removeprefix("releases/")
+    try:
+        how = _restart(remote, stack, env, root, name, switch=app.service is not None)
+        state = "restarted"
+    except HostError as exc:
+        how, state = str(exc), "restart FAILED"
+    say(f"rolled back: current stays {previous} ({state}: {how})")
+    return f"current stays {name} ({state})"
 
 
 def releases_to_prune(listing: str, keep: int, current: str) -> list[str]:
