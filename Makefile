@@ -24,13 +24,20 @@ $(BIN)/deploy: pyproject.toml
 
 setup: system-packages $(BIN)/deploy ## Create .venv with deployer, the embedded engine, the sandbox and test tools
 
-system-packages: ## Install OpenSSH server and git from Debian when missing (root only)
-	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v git >/dev/null || ! command -v ssh-keygen >/dev/null; then \
+# What the tests and the sandbox need from Debian: command -> package.
+SYSTEM_NEEDS = /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client git:git shellcheck:shellcheck \
+	systemd-nspawn:systemd-container debootstrap:debootstrap ip:iproute2 dash:dash
+
+system-packages: ## Install from Debian what the tests and the sandbox need, when missing (root only)
+	@missing=""; for need in $(SYSTEM_NEEDS); do \
+	  command -v "$${need%%:*}" >/dev/null || missing="$$missing $${need#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing openssh-server, openssh-client and git (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client git >/dev/null; \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "missing: openssh-server/openssh-client/git; install them (e.g. sudo apt-get install openssh-server git)" >&2; exit 1; \
+	    echo "missing:$$missing; install them (e.g. sudo apt-get install$$missing)" >&2; exit 1; \
 	  fi; \
 	fi
 
@@ -52,15 +59,7 @@ $(LINT_VENV)/.checkov-$(CHECKOV_VERSION):
 	$(LINT_VENV)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
 	@touch $@
 
-lint-tools: $(LINT_VENV)/.checkov-$(CHECKOV_VERSION) ## checkov in .venv-lint; shellcheck from Debian when missing (root only)
-	@if ! command -v shellcheck >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing shellcheck (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; \
-	  else \
-	    echo "missing: shellcheck; install it (e.g. sudo apt-get install shellcheck)" >&2; exit 1; \
-	  fi; \
-	fi
+lint-tools: $(LINT_VENV)/.checkov-$(CHECKOV_VERSION) ## checkov in .venv-lint (shellcheck comes with system-packages)
 
 lint: setup lint-tools ## ruff, terraform fmt -check, checkov (terraform/) and shellcheck (every shell script)
 	$(BIN)/ruff check deployer tests benchmarks
@@ -85,5 +84,5 @@ bench: setup ## Fan-out benchmark: deployer vs plain ssh vs ansible-playbook
 	$(BIN)/pip install --quiet 'ansible-core>=2.16'
 	$(BIN)/python benchmarks/fanout.py
 
-clean: ## Remove the virtualenv and the tool's run-time files (not your env files)
-	rm -rf $(VENV) .deployer
+clean: ## Remove the virtualenvs and the tool's run-time files (not your env files)
+	rm -rf $(VENV) $(LINT_VENV) .deployer

@@ -1,0 +1,123 @@
+"""A TCP forwarder from this machine's namespace into a sandbox machine's network namespace.
+
+    python -m deployer.sandbox.forwarder 127.0.177.1 22 /run/netns/dmab12cd-jump 10.77.0.1 22
+
+It listens on LISTEN_ADDRESS:LISTEN_PORT (a loopback address: the machine's "public address")
+and, for each connection, dials TARGET_ADDRESS:TARGET_PORT from INSIDE the machine's network
+namespace, then relays bytes both ways. The dialling happens on a thread of its own that has
+entered the namespace (setns(2) changes the calling thread only), and a socket keeps the
+namespace it was created in, so the host side needs no address routable to the machine and
+nothing else in this process ever leaves loopback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000  # <sched.h>; os.CLONE_NEWNET exists only from Python 3.12
+_BUFFER = 65536
+
+
+def enter_netns(path: str | Path) -> None:
+    """Move the calling thread (only it) into the network namespace bound at `path`."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if hasattr(os, "setns"):  # Python >= 3.12
+            os.setns(fd, CLONE_NEWNET)
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def connect_in_netns(netns: str | Path, address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to address:port made from inside `netns`, usable from any thread.
+
+    A throwaway thread enters the namespace, so the caller's own thread stays where it is.
+    """
+    outcome: dict[str, object] = {}
+
+    def dial() -> None:
+        try:
+            enter_netns(netns)
+            outcome["socket"] = socket.create_connection((address, port), timeout=timeout)
+        except OSError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=dial, daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]  # an OSError from the dialling thread
+    sock = outcome["socket"]
+    assert isinstance(sock, socket.socket)
+    sock.settimeout(None)
+    return sock
+
+
+def ssh_banner_in_netns(netns: str | Path, address: str, port: int = 22, timeout: float = 1.0) -> bool:
+    """sshd answers at address:port inside `netns` (its banner arrives)."""
+    try:
+        with connect_in_netns(netns, address, port, timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(_BUFFER):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _relay(client: socket.socket, netns: str, address: str, port: int) -> None:
+    try:
+        upstream = connect_in_netns(netns, address, port, timeout=5.0)
+    except OSError:
+        client.close()  # the machine is not (yet) listening: the client sees a closed connection
+        return
+    back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+    back.start()
+    _pipe(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def serve(listen_address: str, listen_port: int, netns: str, address: str, port: int) -> None:
+    if not listen_address.startswith("127."):
+        raise SystemExit(f"the forwarder listens on loopback only, not {listen_address}")
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((listen_address, listen_port))
+    server.listen(128)
+    while True:
+        client, _ = server.accept()
+        threading.Thread(target=_relay, args=(client, netns, address, port), daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    """`forwarder LISTEN_ADDRESS LISTEN_PORT NETNS_PATH TARGET_ADDRESS TARGET_PORT`."""
+    listen_address, listen_port, netns, address, port = argv
+    serve(listen_address, int(listen_port), netns, address, int(port))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
