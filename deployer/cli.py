@@ -268,8 +268,12 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
     from deployer.hosts import fleet
 
     fleet.check_release_name(to)  # before the run log, the engine or any host
+    from deployer import lock
+    from deployer.hosts import release
+
     settings, spec, env_cfg, masker, log, hosts, outputs = _targets(stack, env, project_dir, "rollback")
-    with log:
+    info = release.lock_info(spec, env_cfg, "rolling back", to or "to the previous release")
+    with log, lock.held(settings, spec.name, env_cfg.name, info, report.progress):
         result = fleet.rollback(spec, env_cfg, settings, hosts, to=to, masker=masker, log=log,
                                 progress=report.progress, accept_new_host_keys=accept_new_host_keys,
                                 outputs=outputs)
@@ -284,14 +288,18 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
 @handle_errors
 def unlock(stack: str, env: str, accept_new_host_keys: bool, host: str | None,
            project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
-    """Show who holds the deploy lock on STACK's hosts in ENV and remove it, after a yes: for
-    a run that died where deploy cannot tell (a CI runner killed mid-deploy). A lock left by a
-    dead process of this machine is broken by the next run by itself."""
+    """Show who holds the run lock of STACK in ENV and the deploy lock on its hosts, and remove
+    them after a yes: for a run that died where deploy cannot tell (a CI runner killed
+    mid-deploy). A lock left by a dead process of this machine is broken by the next run."""
+    from deployer import lock
     from deployer.hosts import fleet
 
     settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "unlock")
     assert spec.hosts is not None
     with log:
+        if host is None:
+            cleared = lock.clear(settings, spec.name, env_cfg.name, _confirmer(yes), report.progress)
+            report.line(f"run lock: {cleared}")
         result = fleet.unlock(spec, env_cfg, settings, fleet.pick_hosts(hosts, host), log=log,
                               progress=report.progress, confirm=_confirmer(yes),
                               parallel=spec.hosts.parallel if yes else 1,

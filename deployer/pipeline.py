@@ -304,13 +304,19 @@ def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
 
 def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
                 options: Options, masker: Masker, log: RunLog, progress: Progress) -> FleetResult:
-    from deployer.hosts import fleet  # Fabric/paramiko load only when a host phase runs
+    # Fabric, paramiko and boto3 load only when a host phase runs.
+    from deployer import lock
+    from deployer.hosts import fleet, release
 
     hosts = fleet.resolve_hosts(stack, env, outputs)
     check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
-    return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
-                        accept_new_host_keys=options.accept_new_host_keys,
-                        parallel=options.parallel, outputs=outputs)
+    info = release.lock_info(stack, env, "deploying", f"to {len(hosts)} host(s)")
+    with lock.held(settings, stack.name, env.name, info, progress) as where:
+        if where:
+            progress(f"run lock: {stack.name}/{env.name} held in {where}")
+        return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
+                            accept_new_host_keys=options.accept_new_host_keys,
+                            parallel=options.parallel, outputs=outputs)
 
 
 def check_sandbox_hosts(aws_endpoint_url: str, addresses: list[str], stack: Stack) -> None:

@@ -236,8 +236,8 @@ def test_5_two_operators_at_once(sandbox: Sandbox) -> None:
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
     assert second.returncode == 3, second.stdout + second.stderr
-    assert re.search(r"deploy lock held by \S+@\S+ pid=\d+ since \S+ deploying dashboard/demo",
-                     second.stdout)
+    assert re.search(r"error: dashboard/demo \(run lock in dynamodb:\S+\) is locked by \S+@\S+"
+                     r" pid=\d+ since \S+ deploying dashboard/demo", second.stderr), second.stderr
     # State intact: the next run changes nothing.
     env.write_text(env.read_text().replace("install_pause_seconds=30\n", ""))
     settled = sandbox.deploy("dashboard", "demo", "apply")

@@ -558,3 +558,44 @@ def test_breaking_a_stale_lock_is_atomic(tmp_path: Path, holder_changes: bool) -
         assert codes == [0, cmd.LOCK_MOVED]
         assert not (root / cmd.LOCK_DIR).exists()
     assert [p.name for p in root.iterdir()] == ([cmd.LOCK_DIR] if holder_changes else [])
+
+
+def test_two_runs_at_once_never_split_the_fleet(project: Project, ssh_hosts, app_origin,
+                                                operator_key, tmp_path: Path) -> None:
+    """Per-host locks alone let two runs started together each win some hosts. The run lock
+    (in the lock table) lets one run through; the other stops before it touches any host."""
+    from deployer.config import load_settings
+
+    hosts = ssh_hosts(3)
+    work = tmp_path / "slow-edge"
+    subprocess.run(["git", "clone", "-q", app_origin, str(work)], check=True)
+    install = work / "edge_server" / "install.sh"
+    install.write_text(install.read_text().replace("set -eu\n", "set -eu\nsleep 4\n"))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work), "commit",
+                    "-qam", "a slow install"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "slow.git")], check=True)
+    edge_project(project, hosts[0], f"file://{tmp_path / 'slow.git'}", operator_key,
+                 edge_hosts=" ".join(f"root@{h.address}" for h in hosts))
+    table = load_settings(project.path, project.environ).lock_table
+    ddb = project.client("dynamodb")
+    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                     KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}])
+    first = subprocess.Popen([DEPLOY, "edge", "stage", "--accept-new-host-keys"], cwd=project.path,
+                             env=project.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ddb.scan(TableName=table)["Items"]:
+        time.sleep(0.05)
+    second = project.deploy("edge", "stage", "--accept-new-host-keys")
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert re.search(rf"error: edge/stage \(run lock in dynamodb:{table}\) is locked by \S+@\S+"
+                     r" pid=\d+ since \S+ deploying edge/stage to 3 host\(s\); if that run is gone:"
+                     r" deploy unlock edge stage", second.stderr), second.stderr
+    assert "run lock: edge/stage held in dynamodb:" in err
+    assert len({os.readlink(h.home / "chronos-edge" / "current") for h in hosts}) == 1
+    for h in hosts:  # the second run wrote nothing on any host
+        assert (h.home / "chronos-edge" / "audit.log").read_text().count("result=ok") == 1
+    assert ddb.scan(TableName=table)["Items"] == []

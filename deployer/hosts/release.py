@@ -37,6 +37,7 @@ from deployer.config import EnvConfig, Settings
 from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts.connection import ForwardingRefused, Host, Remote, Result
+from deployer.lock import is_stale
 from deployer.results import CHANGED, FAILED, REPAIRED, UNCHANGED, HostResult, Progress, StepResult
 from deployer.stacks import HealthCheck, Stack
 
@@ -196,20 +197,6 @@ def resolve_sha(host: Host, repo: str, ref: str, state: Mapping[str, str]) -> st
     return shas[0]
 
 
-def _lock_is_stale(info: str) -> bool:
-    """A lock whose holder is a process of this machine that no longer runs."""
-    match = re.search(r"^(\S+@(\S+)) pid=(\d+)", info.strip())
-    if not match or match.group(2) != socket.gethostname():
-        return False
-    try:
-        os.kill(int(match.group(3)), 0)
-        return False
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-
-
 QUICK_ATTEMPTS = 3  # a host with nothing to deploy: is what runs healthy, or down?
 
 
@@ -348,8 +335,7 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     previous = state.get("current", "")
     plan = _plan_release(root, release, previous, state.get("manifest", ""), wanted, stack, repo)
     say(plan.says)
-    info = (f"{who()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} deploying"
-            f" {stack.name}/{env.name} {ref} {sha[:7]}")
+    info = lock_info(stack, env, "deploying", f"{ref} {sha[:7]}")
     begin = take_lock(remote, root, cmd.begin_release(root, info, plan.stage), say)
     if begin.code == cmd.LOCK_HELD:
         return lock_held(remote, stack, env, begin.stdout)
@@ -425,7 +411,7 @@ def take_lock(remote: Remote, root: str, command: str, say: Callable[[str], None
     """Run `command` (it starts with `cmd.acquire_lock`). A lock left by a process of this
     machine that no longer runs is broken, atomically, and the command tried once more."""
     begin = remote.run(command, timeout=600, what="lock")
-    if begin.code == cmd.LOCK_HELD and _lock_is_stale(begin.stdout):
+    if begin.code == cmd.LOCK_HELD and is_stale(begin.stdout):
         say(f"breaking a stale deploy lock ({begin.stdout.strip()}): that process is gone")
         remote.run(cmd.break_lock(root, begin.stdout), timeout=30, what="break stale lock")
         begin = remote.run(command, timeout=600, what="lock")
@@ -457,7 +443,7 @@ def _check_unchanged(remote: Remote, stack: Stack, env: EnvConfig, root: str, st
                           current, wanted.fingerprint)
     say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
     say(f"release {current} is current but its health check '{failed}' fails: restarting it")
-    begin = take_lock(remote, root, cmd.acquire_lock(root, _lock_info(stack, env, "repairing",
+    begin = take_lock(remote, root, cmd.acquire_lock(root, lock_info(stack, env, "repairing",
                                                                        current)), say)
     if begin.code == cmd.LOCK_HELD:
         return lock_held(remote, stack, env, begin.stdout)
@@ -475,7 +461,8 @@ def _check_unchanged(remote: Remote, stack: Stack, env: EnvConfig, root: str, st
                       f" '{failed}'); restarted, healthy again", current, wanted.fingerprint)
 
 
-def _lock_info(stack: Stack, env: EnvConfig, doing: str, what: str) -> str:
+def lock_info(stack: Stack, env: EnvConfig, doing: str, what: str) -> str:
+    """Who holds a lock, since when, doing what: the text a held lock shows the next run."""
     return f"{who()} since {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {doing} {stack.name}/{env.name} {what}"
 
 
@@ -510,7 +497,7 @@ def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | Non
     remote.open()
     root, state = probe(remote, stack)
     current = state.get("current", "").removeprefix("releases/")
-    info = _lock_info(stack, env, "rolling back", to or "to the previous release")
+    info = lock_info(stack, env, "rolling back", to or "to the previous release")
     begin = take_lock(remote, root, cmd.begin_release(root, info, []), say)
     if begin.code == cmd.LOCK_HELD:
         return lock_held(remote, stack, env, begin.stdout)

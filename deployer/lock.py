@@ -1,0 +1,150 @@
+"""One lock per stack and environment for a whole host phase (deploy or rollback), in the
+DynamoDB lock table that `deploy bootstrap-state` made, beside Terraform's own locks.
+
+Per-host deploy locks stay as a second guard, but alone they let two runs started together each
+win some hosts and leave the fleet on two commits; a run takes this lock before it touches any
+host. With no AWS configured (or no lock table yet) the run says so and relies on the per-host
+locks. A lock whose holder is a dead process of this machine is broken (and the run says so);
+any other is named with the command that clears it, `deploy unlock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import botocore.exceptions
+
+from deployer import aws
+from deployer.config import Settings
+from deployer.errors import AwsError, LockHeldError
+from deployer.results import Progress
+
+PREFIX = "deployer-run"  # Terraform's own items are "<bucket>/<key>[-md5]": never this
+
+
+def lock_id(stack: str, env: str) -> str:
+    """The item's key in the lock table.
+
+    >>> lock_id("edge", "prod")
+    'deployer-run/edge/prod'
+    """
+    return f"{PREFIX}/{stack}/{env}"
+
+
+def is_stale(holder: str) -> bool:
+    """The holder is a process of this machine that no longer runs."""
+    match = re.search(r"^\S+@(\S+) pid=(\d+)", holder.strip())
+    if not match or match.group(1) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _table_client(settings: Settings, progress: Progress) -> Any | None:
+    """The DynamoDB client, or None (said) when no AWS is configured for this project."""
+    env = settings.environ
+    if not (settings.aws_endpoint_url or env.get("AWS_PROFILE") or env.get("AWS_ACCESS_KEY_ID")):
+        progress("run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); per-host"
+                 " deploy locks only")
+        return None
+    return aws.client(settings, "dynamodb")
+
+
+@contextlib.contextmanager
+def held(settings: Settings, stack: str, env: str, info: str, progress: Progress) -> Iterator[str]:
+    """Hold the run lock of `stack`/`env` while the block runs; yields where it is held
+    (`dynamodb:<table>`), or "" when the run goes on with per-host locks only."""
+    ddb = _table_client(settings, progress)
+    where = f"dynamodb:{settings.lock_table}"
+    if ddb is None or not _acquire(ddb, settings.lock_table, lock_id(stack, env), info,
+                                   f"{stack}/{env}", progress):
+        yield ""
+        return
+    try:
+        yield where
+    finally:
+        _release(ddb, settings.lock_table, lock_id(stack, env), info)
+
+
+def _acquire(ddb: Any, table: str, key: str, info: str, what: str, progress: Progress) -> bool:
+    put = {"TableName": table, "Item": {"LockID": {"S": key}, "Info": {"S": info}},
+           "ConditionExpression": "attribute_not_exists(LockID)"}
+    for attempt in (1, 2):
+        try:
+            aws.call(ddb.put_item, **put)
+            return True
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                progress(f"run lock: the lock table dynamodb:{table} does not exist (run `deploy"
+                         " bootstrap-state`); per-host deploy locks only")
+                return False
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise AwsError(f"run lock: {exc}") from None
+        holder = holder_of(ddb, table, key)
+        if attempt == 1 and holder and is_stale(holder):
+            progress(f"run lock: breaking a stale lock ({holder}): that process is gone")
+            remove(ddb, table, key, holder)
+            continue
+        raise LockHeldError(f"{what} (run lock in dynamodb:{table})",
+                            f"{holder or 'unknown'}; if that run is gone:"
+                            f" deploy unlock {what.replace('/', ' ')}")
+    return False  # not reached: the second attempt either took the lock or raised
+
+
+def _release(ddb: Any, table: str, key: str, info: str) -> None:
+    remove(ddb, table, key, info)
+
+
+def holder_of(ddb: Any, table: str, key: str) -> str:
+    item = aws.call(ddb.get_item, TableName=table, Key={"LockID": {"S": key}},
+                    ConsistentRead=True).get("Item")
+    return item["Info"]["S"] if item and "Info" in item else ""
+
+
+def remove(ddb: Any, table: str, key: str, holder: str) -> bool:
+    """Delete the lock only while `holder` holds it; False when it changed hands."""
+    try:
+        aws.call(ddb.delete_item, TableName=table, Key={"LockID": {"S": key}},
+                 ConditionExpression="Info = :holder",
+                 ExpressionAttributeValues={":holder": {"S": holder}})
+        return True
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) in ("ConditionalCheckFailedException", "ResourceNotFoundException"):
+            return False
+        raise AwsError(f"run lock: {exc}") from None
+
+
+def clear(settings: Settings, stack: str, env: str, confirm: Callable[[str, str], bool],
+          progress: Progress) -> str:
+    """`deploy unlock`: show the run lock's holder and remove it after a yes. What happened."""
+    ddb = _table_client(settings, progress)
+    if ddb is None:
+        return "no run lock (no AWS configured)"
+    table, key = settings.lock_table, lock_id(stack, env)
+    try:
+        holder = holder_of(ddb, table, key)
+    except botocore.exceptions.ClientError as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return f"no run lock (no table dynamodb:{table})"
+        raise AwsError(f"run lock: {exc}") from None
+    if not holder:
+        return "no run lock"
+    if not confirm(f"{stack}/{env}: remove the run lock held by {holder}? Type 'yes'", "yes"):
+        return f"kept the run lock held by {holder}"
+    if not remove(ddb, table, key, holder):
+        return "the run lock changed hands meanwhile; left alone"
+    return f"removed the run lock held by {holder}"
