@@ -140,6 +140,7 @@ def main() -> None:
     deploy shared ENV apply           the network, security group, Elastic IPs, role
     deploy dashboard ENV apply        the dashboard host, then the app over SSH
     deploy edge ENV                   the edge fleet over SSH (hosts from the env file)
+    deploy graph STACK ENV            phases, roles and hosts as a Mermaid flowchart
 
     ENV names deployments/env-ENV. The action is `plan` by default for stacks with a
     Terraform root and `apply` for hosts-only stacks.
@@ -239,6 +240,7 @@ def bootstrap_state(check: bool, project_dir: Path | None, as_json: bool, verbos
 
 
 def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--role", metavar="ROLE", help="Only this role's hosts (default: every role).")(fn)
     fn = click.option("--accept-new-host-keys", is_flag=True,
                       help="Trust hosts seen for the first time.")(fn)
     fn = click.argument("env")(fn)
@@ -246,15 +248,19 @@ def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _targets(stack: str, env: str, project_dir: Path | None, action: str):
+def _targets(stack: str, env: str, project_dir: Path | None, action: str, role: str | None):
+    """Settings, stack and env (checked), the masker, the run log, and each role (a one-role
+    view of the stack) with its hosts."""
     from deployer import pipeline
 
     settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
+    if role is not None:
+        spec.view(role)  # an unknown role is bad input, before the log or any connection
     masker = env_cfg.masker(settings)
     log = pipeline.open_log(settings, spec, env_cfg, action, masker)
-    hosts, outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
-                                           progress=report.progress)
-    return settings, spec, env_cfg, masker, log, hosts, outputs
+    targets, outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
+                                             progress=report.progress, role=role)
+    return settings, spec, env_cfg, log, targets, outputs
 
 
 @main.command("rollback", epilog=EXIT_CODES)
@@ -262,21 +268,22 @@ def _targets(stack: str, env: str, project_dir: Path | None, action: str):
 @click.option("--to", "to", metavar="RELEASE", help="The release to switch to (default: the previous).")
 @common
 @handle_errors
-def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
+def rollback(stack: str, env: str, accept_new_host_keys: bool, role: str | None, to: str | None,
              project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
-    """Switch STACK's hosts in ENV back to the previous (or a named) release."""
-    from deployer.hosts import fleet
+    """Switch STACK's hosts in ENV back to the previous (or a named) release: lock, switch,
+    restart, health checks; switched back when they fail."""
+    from deployer import lock
+    from deployer.hosts import fleet, release
+    from deployer.results import FleetResult
 
     fleet.check_release_name(to)  # before the run log, the engine or any host
-    from deployer import lock
-    from deployer.hosts import release
-
-    settings, spec, env_cfg, masker, log, hosts, outputs = _targets(stack, env, project_dir, "rollback")
+    settings, spec, env_cfg, log, targets, outputs = _targets(stack, env, project_dir, "rollback",
+                                                               role)
     info = release.lock_info(spec, env_cfg, "rolling back", to or "to the previous release")
     with log, lock.held(settings, spec.name, env_cfg.name, info, report.progress):
-        result = fleet.rollback(spec, env_cfg, settings, hosts, to=to, masker=masker, log=log,
-                                progress=report.progress, accept_new_host_keys=accept_new_host_keys,
-                                outputs=outputs)
+        result = FleetResult(tuple(h for view, hosts in targets for h in fleet.rollback(
+            view, env_cfg, settings, hosts, to=to, log=log, progress=report.progress,
+            accept_new_host_keys=accept_new_host_keys, outputs=outputs).hosts))
     _print_fleet(result, as_json)
     _exit_for(result)
 
@@ -286,24 +293,27 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, to: str | None,
 @click.option("--host", "host", metavar="HOST", help="Only this host (user@address or address).")
 @common
 @handle_errors
-def unlock(stack: str, env: str, accept_new_host_keys: bool, host: str | None,
+def unlock(stack: str, env: str, accept_new_host_keys: bool, role: str | None, host: str | None,
            project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
     """Show who holds the run lock of STACK in ENV and the deploy lock on its hosts, and remove
     them after a yes: for a run that died where deploy cannot tell (a CI runner killed
     mid-deploy). A lock left by a dead process of this machine is broken by the next run."""
     from deployer import lock
     from deployer.hosts import fleet
+    from deployer.results import FleetResult
 
-    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "unlock")
-    assert spec.hosts is not None
+    settings, spec, env_cfg, log, targets, _ = _targets(stack, env, project_dir, "unlock", role)
+    every = [h for _, hosts in targets for h in hosts]
+    chosen = set(fleet.pick_hosts(every, host))
     with log:
-        if host is None:
+        if host is None and role is None:
             cleared = lock.clear(settings, spec.name, env_cfg.name, _confirmer(yes), report.progress)
             report.line(f"run lock: {cleared}")
-        result = fleet.unlock(spec, env_cfg, settings, fleet.pick_hosts(hosts, host), log=log,
-                              progress=report.progress, confirm=_confirmer(yes),
-                              parallel=spec.hosts.parallel if yes else 1,
-                              accept_new_host_keys=accept_new_host_keys)
+        result = FleetResult(tuple(h for view, hosts in targets for h in fleet.unlock(
+            view, env_cfg, settings, [h for h in hosts if h in chosen], log=log,
+            progress=report.progress, confirm=_confirmer(yes),
+            parallel=view.hosts.parallel if yes and view.hosts else 1,
+            accept_new_host_keys=accept_new_host_keys).hosts))
     _print_fleet(result, as_json)
     _exit_for(result)
 
@@ -312,17 +322,18 @@ def unlock(stack: str, env: str, accept_new_host_keys: bool, host: str | None,
 @_host_command
 @common
 @handle_errors
-def status(stack: str, env: str, accept_new_host_keys: bool, project_dir: Path | None,
-           as_json: bool, verbose: bool, yes: bool) -> None:
+def status(stack: str, env: str, accept_new_host_keys: bool, role: str | None,
+           project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
     """Current release, fingerprint, lock and last audit lines of each host of STACK in ENV."""
     from dataclasses import asdict
 
     from deployer.hosts import fleet
 
-    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "status")
+    settings, spec, env_cfg, log, targets, _ = _targets(stack, env, project_dir, "status", role)
     with log:
-        found = fleet.status(spec, env_cfg, settings, hosts, masker=masker, log=log,
-                             progress=report.progress, accept_new_host_keys=accept_new_host_keys)
+        found = [s for view, hosts in targets for s in fleet.status(
+            view, env_cfg, settings, hosts, log=log, progress=report.progress,
+            accept_new_host_keys=accept_new_host_keys)]
     if as_json:
         report.emit_json([asdict(s) for s in found])
         return
@@ -336,17 +347,38 @@ def status(stack: str, env: str, accept_new_host_keys: bool, project_dir: Path |
 @click.option("--lines", default=200, show_default=True, help="Lines per host.")
 @common
 @handle_errors
-def logs(stack: str, env: str, accept_new_host_keys: bool, lines: int, project_dir: Path | None,
-         as_json: bool, verbose: bool, yes: bool) -> None:
-    """Show the app's logs (the stack's log command) from each host of STACK in ENV."""
+def logs(stack: str, env: str, accept_new_host_keys: bool, role: str | None, lines: int,
+         project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Show the app's logs (each role's log command) from each host of STACK in ENV."""
     from deployer.hosts import fleet
+    from deployer.results import FleetResult
 
-    settings, spec, env_cfg, masker, log, hosts, _ = _targets(stack, env, project_dir, "logs")
+    settings, spec, env_cfg, log, targets, _ = _targets(stack, env, project_dir, "logs", role)
     with log:
-        result = fleet.logs(spec, env_cfg, settings, hosts, masker=masker, log=log,
-                            progress=report.progress, lines=lines)
+        result = FleetResult(tuple(h for view, hosts in targets for h in fleet.logs(
+            view, env_cfg, settings, hosts, log=log, progress=report.progress, lines=lines).hosts))
     _print_fleet(result, as_json)
     _exit_for(result)
+
+
+@main.command("graph", epilog=EXIT_CODES)
+@click.argument("stack")
+@click.argument("env")
+@common
+@handle_errors
+def graph(stack: str, env: str, project_dir: Path | None, as_json: bool, verbose: bool,
+          yes: bool) -> None:
+    """Print STACK's phases, roles and hosts in ENV as a Mermaid flowchart, for docs that never
+    go stale. Hosts from Terraform outputs are those of the last apply (nothing is planned)."""
+    from deployer import pipeline
+
+    settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
+    hosts = pipeline.graph_hosts(settings, spec, env_cfg, progress=report.progress)
+    if as_json:
+        report.emit_json({"phases": [{"name": p.name, "roles": {r: hosts[r] for r in p.roles}}
+                                     for p in spec.phases]})
+        return
+    report.line(report.mermaid(spec, hosts))
 
 
 @main.group("sandbox", epilog=EXIT_CODES)

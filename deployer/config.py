@@ -238,24 +238,30 @@ def _value_problems(path: Path, stack: Stack, values: Mapping[str, str]) -> list
     from deployer import validate
     from deployer.hosts.address import parse_host, parse_host_list
 
-    problems = []
-    if stack.app is not None:
-        for name, check, what in ((stack.app.ref_variable, validate.git_ref,
+    problems: list[str] = []
+
+    def add(problem: str) -> None:
+        if problem not in problems:  # roles may share a variable: say it once
+            problems.append(problem)
+
+    for app in stack.apps.values():
+        for name, check, what in ((app.ref_variable, validate.git_ref,
                                    "a branch, tag or full commit sha"),
-                                  (stack.app.repo_variable, validate.git_repo, "a repository URL")):
+                                  (app.repo_variable, validate.git_repo, "a repository URL")):
             value = values.get(name)
             if value and (bad := check(value)):
-                problems.append(f"{path}: {name} {bad}; it must be {what}")
-    spec = stack.hosts
-    if spec is not None and spec.source == "env" and values.get(spec.variable):
-        _, bad_hosts = parse_host_list(values[spec.variable], default_user=spec.user,
-                                       default_port=spec.port)
-        problems += [f"{path}: {spec.variable}: {text}" for text in bad_hosts]
-    if spec is not None and spec.gateway_variable and values.get(spec.gateway_variable):
-        try:
-            parse_host(values[spec.gateway_variable], default_user=spec.user)
-        except ValueError as exc:
-            problems.append(f"{path}: {spec.gateway_variable}: {exc}")
+                add(f"{path}: {name} {bad}; it must be {what}")
+    for spec in (role.hosts for role in stack.roles):
+        if spec.source == "env" and values.get(spec.variable):
+            _, bad_hosts = parse_host_list(values[spec.variable], default_user=spec.user,
+                                           default_port=spec.port)
+            for text in bad_hosts:
+                add(f"{path}: {spec.variable}: {text}")
+        if spec.gateway_variable and values.get(spec.gateway_variable):
+            try:
+                parse_host(values[spec.gateway_variable], default_user=spec.user)
+            except ValueError as exc:
+                add(f"{path}: {spec.gateway_variable}: {exc}")
     return problems
 
 

@@ -104,9 +104,20 @@ def load_inputs(project: Path, stack_name: str, env_name: str) -> tuple[Settings
 
 
 def check_before_run(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConfig) -> list[str]:
-    """Hosts named in the env file, and the app's templates and health checks for each of them."""
-    if stack.hosts is None or stack.app is None:
-        return []
+    """Hosts named in the env file, and the apps' templates and health checks for each of them,
+    role by role."""
+    problems: list[str] = []
+    outputs = placeholder_outputs(project, stack)
+    for view in stack.views():
+        for problem in _check_role(project, aws_endpoint_url, view, env, outputs):
+            if problem not in problems:
+                problems.append(problem)
+    return problems
+
+
+def _check_role(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConfig,
+                outputs: dict[str, object]) -> list[str]:
+    assert stack.hosts is not None and stack.app is not None
     from deployer.hosts import release
     from deployer.hosts.address import Host, parse_host, parse_host_list
 
@@ -125,7 +136,6 @@ def check_before_run(project: Path, aws_endpoint_url: str, stack: Stack, env: En
             check_sandbox_hosts(aws_endpoint_url, named, stack)
         except ConfigError as exc:
             problems += [f"{env.path}: {p}" for p in exc.problems]
-    outputs = placeholder_outputs(project, stack)
     for host in hosts[:1] if stack.hosts.source == "terraform" else hosts:
         try:
             release.render(stack, env, project, host, "0" * 40, outputs)
@@ -250,11 +260,12 @@ def run_stack(
         notes: tuple[str, ...] = ()
         if _wants_hosts(stack, action, options):
             fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
-        elif stack.terraform is None and stack.hosts is not None and action == "plan":
+        elif stack.terraform is None and stack.roles and action == "plan":
             from deployer.hosts import fleet
 
-            hosts = fleet.resolve_hosts(stack, env, outputs)
-            notes = (f"apply would deploy to {len(hosts)} host(s): {', '.join(map(str, hosts))}",)
+            notes = tuple(f"apply would deploy {view.role} to {len(hosts)} host(s):"
+                          f" {', '.join(map(str, hosts))}"
+                          for view, hosts in fleet.role_hosts(stack, env, outputs))
         return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path),
                          notes)
 
@@ -298,8 +309,7 @@ def describe_plan(plan: PlanSummary) -> str:
 
 
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
-    return (stack.hosts is not None and stack.app is not None and action == "apply"
-            and not options.no_hosts)
+    return bool(stack.roles) and action == "apply" and not options.no_hosts
 
 
 def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
@@ -308,13 +318,13 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     from deployer import lock
     from deployer.hosts import fleet, release
 
-    hosts = fleet.resolve_hosts(stack, env, outputs)
+    hosts = [h for _, role in fleet.role_hosts(stack, env, outputs) for h in role]
     check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
     info = release.lock_info(stack, env, "deploying", f"to {len(hosts)} host(s)")
     with lock.held(settings, stack.name, env.name, info, progress) as where:
         if where:
             progress(f"run lock: {stack.name}/{env.name} held in {where}")
-        return fleet.deploy(stack, env, settings, hosts, masker=masker, log=log, progress=progress,
+        return fleet.deploy(stack, env, settings, log=log, progress=progress,
                             accept_new_host_keys=options.accept_new_host_keys,
                             parallel=options.parallel, outputs=outputs)
 
@@ -341,20 +351,46 @@ def _is_loopback(host: str) -> bool:
 
 
 def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Masker,
-                 log: RunLog, progress: Progress) -> tuple[list, dict[str, object]]:
-    """The stack's hosts as the last apply left them (Terraform outputs or the env file)."""
+                 log: RunLog, progress: Progress, role: str | None = None,
+                 ) -> tuple[list[tuple[Stack, list]], dict[str, object]]:
+    """Each role (or only `role`) as a one-role view, with its hosts as the last apply left
+    them (Terraform outputs or the env file), and the outputs."""
     from deployer.hosts import fleet
 
-    if stack.hosts is None or stack.app is None:
-        raise ConfigError(f"stack {stack.name} has no hosts ([hosts] and [app] in {stack.path})")
+    if not stack.roles:
+        raise ConfigError(f"stack {stack.name} has no hosts ([hosts] and [app], or [roles.*], in"
+                          f" {stack.path})")
+    views = [stack.view(role)] if role is not None else list(stack.views())
     outputs: dict[str, object] = {}
-    if stack.hosts.source == "terraform":
+    if any(v.hosts is not None and v.hosts.source == "terraform" for v in views):
         ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
                        verbose=False)
         outputs = ws.outputs()
-    hosts = fleet.resolve_hosts(stack, env, outputs)
-    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
-    return hosts, outputs
+    targets = [(view, fleet.resolve_hosts(view, env, outputs)) for view in views]
+    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for _, hs in targets for h in hs], stack)
+    return targets, outputs
+
+
+def graph_hosts(settings: Settings, stack: Stack, env: EnvConfig, *, progress: Progress,
+                ) -> dict[str, list[str]]:
+    """Each role's hosts for `deploy graph`: from the env file, or from the Terraform outputs of
+    the last apply (read, never planned); a role with none yet has an empty list."""
+    from deployer.hosts import fleet
+
+    outputs: dict[str, object] = {}
+    views = stack.views()
+    if stack.terraform is not None and any(v.hosts and v.hosts.source == "terraform" for v in views):
+        masker = env.masker(settings)
+        with open_log(settings, stack, env, "graph", masker) as log:
+            outputs = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
+                                verbose=False).outputs()
+    found: dict[str, list[str]] = {}
+    for view in views:
+        try:
+            found[view.role] = [str(h) for h in fleet.resolve_hosts(view, env, outputs)]
+        except ConfigError:  # not applied yet: the graph still shows the role
+            found[view.role] = []
+    return found
 
 
 def _write_if_changed(path: Path, text: str) -> None:

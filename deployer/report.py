@@ -120,3 +120,36 @@ def demo_result(result, *, as_json: bool) -> None:
         line(f"ssh:        {result.ssh_command}")
     line("demo: " + ("changes applied" if result.changed else "no changes anywhere")
          if result.ok else "demo: FAILED (see above)")
+
+
+def mermaid(stack: Any, hosts: dict[str, list[str]]) -> str:
+    """The stack's phases, roles and hosts as a Mermaid flowchart (docs that cannot go stale).
+
+    >>> from pathlib import Path
+    >>> from deployer.stacks import HostsSpec, Phase, Role, Stack
+    >>> spec = HostsSpec(source="env", variable="v")
+    >>> stack = Stack("cso", Path("cso.toml"), roles=(Role("jump", spec, "a"), Role("mq", spec, "a")),
+    ...               phases=(Phase("setup", ("jump",)), Phase("data", ("mq",))))
+    >>> print(mermaid(stack, {"jump": ["ec2-user@1.2.3.4"], "mq": []}))
+    flowchart LR
+      subgraph phase_1["1. setup"]
+        role_jump["jump<br/>ec2-user@1.2.3.4"]
+      end
+      subgraph phase_2["2. data"]
+        role_mq["mq<br/>(no hosts yet)"]
+      end
+      phase_1 --> phase_2
+    """
+    def label(text: str) -> str:
+        return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+
+    out = ["flowchart LR"]
+    for number, phase in enumerate(stack.phases, 1):
+        out.append(f'  subgraph phase_{number}["{number}. {label(phase.name)}"]')
+        for role in phase.roles:
+            listed = "<br/>".join(label(h) for h in hosts.get(role, [])) or "(no hosts yet)"
+            out.append(f'    role_{role.replace("-", "_")}["{label(role)}<br/>{listed}"]')
+        out.append("  end")
+    if len(stack.phases) > 1:
+        out.append("  " + " --> ".join(f"phase_{n}" for n in range(1, len(stack.phases) + 1)))
+    return "\n".join(out)

@@ -7,8 +7,10 @@ a stack is adding a TOML file; no Python changes.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,28 @@ class HealthCheck:
     retries: int = 10
     interval: float = 2.0
     deadline: float = 60.0
+    # "before_switch": the new release, before traffic moves; "after_switch": once current is the
+    # new release (a failure switches back); "": as the app runs (a service app: after its start
+    # from current; otherwise in the release directory before the switch).
+    at: str = ""
+
+
+# Lifecycle points a step runs at, in order (Capistrano's and Deployer's names); "on_failure"
+# runs when any step or check of the deploy fails, before the previous release is restored.
+STEP_POINTS = ("before_deploy", "build", "migrate", "before_switch", "after_switch", "on_failure")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named command at a lifecycle point: on the host in the new release's directory (or, with
+    `local`, on the deploying machine in the project), with DEPLOY_* in its environment; `once`
+    runs it on one host of the role only (a migration)."""
+
+    name: str
+    at: str
+    run: str
+    local: bool = False
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,14 +122,46 @@ class AppSpec:
     install: str = "install.sh"  # relative to the release directory
     keep_releases: int = 5
     log_command: str = ""
-    shared_paths: tuple[str, ...] = ()
+    shared_paths: tuple[str, ...] = ()  # directories kept across releases (shared_dirs)
     files: tuple[AppFile, ...] = ()
     health: tuple[HealthCheck, ...] = ()
     service: ServiceSpec | None = None
+    shared_files: tuple[str, ...] = ()  # files kept across releases, linked in as files
+    steps: tuple[Step, ...] = ()
+
+    def steps_at(self, point: str) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.at == point)
+
+
+@dataclass(frozen=True)
+class Role:
+    """A set of hosts and the app they run (Kamal's role: configuration, not code)."""
+
+    name: str
+    hosts: HostsSpec
+    app: str  # a key of Stack.apps
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Roles installed together, after the previous phase has succeeded. `batch` (a number of
+    hosts, or "25%") makes a rolling deploy; `canary` hosts go first, alone, and stop the phase
+    when they fail; up to `max_fail_percentage` of a phase's hosts may fail before the run
+    stops (Ansible's serial and max_fail_percentage, Kamal's boot.limit)."""
+
+    name: str
+    roles: tuple[str, ...]
+    batch: str = ""  # "": every host of the phase at once (within each role's parallelism)
+    canary: int = 0
+    max_fail_percentage: float = 0.0
 
 
 @dataclass(frozen=True)
 class Stack:
+    """A stack file. `hosts` and `app` are those of its one role (a legacy `[hosts]`/`[app]`
+    file is one role named after the stack); a stack with several roles has them in `roles`,
+    `apps` and `phases`, and `view(role)` gives each role as a one-role stack."""
+
     name: str
     path: Path
     description: str = ""
@@ -113,10 +169,33 @@ class Stack:
     variables: Variables = field(default_factory=Variables)
     hosts: HostsSpec | None = None
     app: AppSpec | None = None
+    roles: tuple[Role, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    apps: Mapping[str, AppSpec] = field(default_factory=dict)
+    role: str = ""  # set on a view: the role it is
+
+    def __post_init__(self) -> None:
+        if self.hosts is not None and self.app is not None and not self.roles:
+            # today's [hosts] + [app]: one role, named after the stack, in one phase
+            object.__setattr__(self, "roles", (Role(self.name, self.hosts, self.name),))
+            object.__setattr__(self, "apps", {self.name: self.app})
+            object.__setattr__(self, "phases", (Phase("deploy", (self.name,)),))
 
     @property
     def secret_names(self) -> frozenset[str]:
         return frozenset(self.variables.secrets)
+
+    def view(self, role: str) -> Stack:
+        """This stack as seen by one role: its hosts and its app, in `hosts` and `app`."""
+        found = next((r for r in self.roles if r.name == role), None)
+        if found is None:
+            raise ConfigError(f"stack {self.name} has no role {role!r} (roles:"
+                              f" {', '.join(r.name for r in self.roles) or 'none'})")
+        return dataclasses.replace(self, hosts=found.hosts, app=self.apps[found.app], role=role)
+
+    def views(self) -> tuple[Stack, ...]:
+        """Every role as a one-role stack, in phase order."""
+        return tuple(self.view(r) for phase in self.phases for r in phase.roles)
 
 
 def stack_names(project: Path) -> list[str]:
@@ -166,7 +245,8 @@ def _shown(text: str, limit: int = 40) -> str:
 
 def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
     reader = _Reader(path)
-    top = reader.table(data, "", {"description", "terraform", "variables", "hosts", "app"})
+    top = reader.table(data, "", {"description", "terraform", "variables", "hosts", "app",
+                                  "roles", "apps", "phases"})
     terraform = None
     if "terraform" in top:
         t = reader.table(top["terraform"], "terraform", {"root", "call_out"})
@@ -180,93 +260,191 @@ def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
         optional=reader.strings(v, "variables.optional"),
         secrets=reader.strings(v, "variables.secrets"),
     )
+    legacy = {"hosts", "app"} & set(top)
+    modern = {"roles", "apps", "phases"} & set(top)
+    if legacy and modern:
+        reader.problem(f"{' and '.join(sorted(legacy))} cannot be mixed with"
+                       f" {' and '.join(sorted(modern))}: use [roles.*] and [apps.*]")
     hosts = _hosts(reader, top["hosts"]) if "hosts" in top else None
     app = _app(reader, top["app"]) if "app" in top else None
-    stack = Stack(name, path, str(top.get("description", "")), terraform, variables, hosts, app)
-    reader.check_references(stack)
+    roles: tuple[Role, ...] = ()
+    apps: dict[str, AppSpec] = {}
+    phases: tuple[Phase, ...] = ()
+    if modern:
+        apps = {key: _app(reader, raw, f"apps.{key}")
+                for key, raw in _named_tables(reader, top.get("apps", {}), "apps").items()}
+        roles = tuple(_role(reader, key, raw, apps)
+                      for key, raw in _named_tables(reader, top.get("roles", {}), "roles").items())
+        phases = _phases(reader, top.get("phases"), roles)
+        if len(roles) == 1:
+            hosts, app = roles[0].hosts, apps.get(roles[0].app)
+    stack = Stack(name, path, str(top.get("description", "")), terraform, variables, hosts, app,
+                  roles, phases, apps)
+    reader.check_references(stack, legacy=bool(legacy) and not modern)
     reader.raise_problems()
     return stack
 
 
-def _hosts(reader: _Reader, raw: Any) -> HostsSpec:
-    h = reader.table(raw, "hosts", {f.name for f in HostsSpec.__dataclass_fields__.values()})
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # role, app and phase names: they reach paths
+
+
+def _named_tables(reader: _Reader, raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        reader.problem(f"{where} must be a table of tables ([{where}.NAME])")
+        return {}
+    for key in raw:
+        if not NAME.fullmatch(key):
+            reader.problem(f"{where}.{key}: a name is lowercase letters, digits, '-' and '_'")
+    return {k: v for k, v in raw.items() if NAME.fullmatch(k)}
+
+
+def _role(reader: _Reader, name: str, raw: Any, apps: Mapping[str, AppSpec]) -> Role:
+    prefix = f"roles.{name}"
+    table = reader.table(raw, prefix, {"app", *HostsSpec.__dataclass_fields__})
+    app = reader.string(table, f"{prefix}.app", required=True)
+    if app and app not in apps:
+        reader.problem(f"{prefix}.app names {app!r}, which is not an [apps.*] table"
+                       f" (apps: {', '.join(apps) or 'none'})")
+    hosts = _hosts(reader, {k: v for k, v in table.items() if k != "app"}, prefix)
+    return Role(name, hosts, app)
+
+
+def _phases(reader: _Reader, raw: Any, roles: tuple[Role, ...]) -> tuple[Phase, ...]:
+    """[[phases]] in order; without them, one phase with every role."""
+    names = [r.name for r in roles]
+    if raw is None:
+        return (Phase("deploy", tuple(names)),) if names else ()
+    phases = []
+    for i, table in enumerate(reader.tables({"phases": raw}, "phases", "", {
+            "name", "roles", "batch", "canary", "max_fail_percentage"})):
+        where = f"phases[{i}]"
+        batch = table.get("batch", "")
+        if isinstance(batch, bool) or not isinstance(batch, int | str) or \
+                (isinstance(batch, int) and batch < 1) or \
+                (isinstance(batch, str) and batch and not re.fullmatch(r"([1-9]\d?|100)%", batch)):
+            reader.problem(f"{where}.batch must be a number of hosts (1 or more) or a percentage"
+                           " such as \"25%\"")
+            batch = ""
+        phases.append(Phase(
+            name=reader.string(table, f"{where}.name") or f"phase {i + 1}",
+            roles=reader.strings(table, f"{where}.roles"),
+            batch=str(batch),
+            canary=reader.number(table, f"{where}.canary", int, 0, low=0),
+            max_fail_percentage=reader.number(table, f"{where}.max_fail_percentage", float, 0.0,
+                                              low=0, high=100),
+        ))
+    placed = [r for p in phases for r in p.roles]
+    for name in sorted(set(placed) - set(names)):
+        reader.problem(f"phases name the role {name!r}, which is not a [roles.*] table")
+    for name in names:
+        if placed.count(name) != 1:
+            reader.problem(f"role {name!r} must be in exactly one phase (it is in {placed.count(name)})")
+    return tuple(phases)
+
+
+def _hosts(reader: _Reader, raw: Any, prefix: str = "hosts") -> HostsSpec:
+    h = reader.table(raw, prefix, {f.name for f in HostsSpec.__dataclass_fields__.values()})
     spec = HostsSpec(
-        source=reader.string(h, "hosts.source", required=True),
-        output=reader.string(h, "hosts.output"),
-        user_output=reader.string(h, "hosts.user_output"),
-        variable=reader.string(h, "hosts.variable"),
-        user=reader.string(h, "hosts.user") or "ec2-user",
-        port=reader.number(h, "hosts.port", int, 22, low=1, high=65535),
-        gateway_variable=reader.string(h, "hosts.gateway_variable"),
-        ready_marker=reader.string(h, "hosts.ready_marker"),
-        ready_timeout=reader.number(h, "hosts.ready_timeout", float, 600.0, low=0),
-        parallel=reader.number(h, "hosts.parallel", int, 10, low=1, high=256),
+        source=reader.string(h, f"{prefix}.source", required=True),
+        output=reader.string(h, f"{prefix}.output"),
+        user_output=reader.string(h, f"{prefix}.user_output"),
+        variable=reader.string(h, f"{prefix}.variable"),
+        user=reader.string(h, f"{prefix}.user") or "ec2-user",
+        port=reader.number(h, f"{prefix}.port", int, 22, low=1, high=65535),
+        gateway_variable=reader.string(h, f"{prefix}.gateway_variable"),
+        ready_marker=reader.string(h, f"{prefix}.ready_marker"),
+        ready_timeout=reader.number(h, f"{prefix}.ready_timeout", float, 600.0, low=0),
+        parallel=reader.number(h, f"{prefix}.parallel", int, 10, low=1, high=256),
     )
     if spec.source not in ("terraform", "env"):
-        reader.problem(f"hosts.source must be 'terraform' or 'env', not {spec.source!r}")
+        reader.problem(f"{prefix}.source must be 'terraform' or 'env', not {spec.source!r}")
     elif spec.source == "terraform" and not spec.output:
-        reader.problem("hosts.output is required when hosts.source = 'terraform'")
+        reader.problem(f"{prefix}.output is required when {prefix}.source = 'terraform'")
     elif spec.source == "env" and not spec.variable:
-        reader.problem("hosts.variable is required when hosts.source = 'env'")
+        reader.problem(f"{prefix}.variable is required when {prefix}.source = 'env'")
     return spec
 
 
-def _app(reader: _Reader, raw: Any) -> AppSpec:
+def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
     keys = {"repo_variable", "ref_variable", "root", "install", "keep_releases", "log_command",
-            "shared_paths", "files", "health", "service"}
-    a = reader.table(raw, "app", keys)
+            "shared_paths", "shared_dirs", "shared_files", "files", "health", "service", "steps"}
+    a = reader.table(raw, prefix, keys)
     files = tuple(
         AppFile(
-            template=reader.string(f, f"app.files[{i}].template", required=True),
-            path=reader.string(f, f"app.files[{i}].path", required=True),
-            secret=reader.flag(f, f"app.files[{i}].secret"),
-            format=(reader.string(f, f"app.files[{i}].format")
-                    or infer_format(reader.string(f, f"app.files[{i}].template"))),
+            template=reader.string(f, f"{prefix}.files[{i}].template", required=True),
+            path=reader.string(f, f"{prefix}.files[{i}].path", required=True),
+            secret=reader.flag(f, f"{prefix}.files[{i}].secret"),
+            format=(reader.string(f, f"{prefix}.files[{i}].format")
+                    or infer_format(reader.string(f, f"{prefix}.files[{i}].template"))),
         )
-        for i, f in enumerate(reader.tables(a, "files", {"template", "path", "secret", "format"}))
+        for i, f in enumerate(reader.tables(a, "files", prefix, {"template", "path", "secret", "format"}))
     )
     for i, file in enumerate(files):
         if file.format not in FILE_FORMATS:
-            reader.problem(f"app.files[{i}].format must be one of {', '.join(FILE_FORMATS)},"
+            reader.problem(f"{prefix}.files[{i}].format must be one of {', '.join(FILE_FORMATS)},"
                            f" not {file.format!r}")
     health = tuple(
         HealthCheck(
-            name=reader.string(c, f"app.health[{i}].name", required=True),
-            command=reader.string(c, f"app.health[{i}].command"),
-            url=reader.string(c, f"app.health[{i}].url"),
-            retries=reader.number(c, f"app.health[{i}].retries", int, 10, low=1),
-            interval=reader.number(c, f"app.health[{i}].interval", float, 2.0, low=0),
-            deadline=reader.number(c, f"app.health[{i}].deadline", float, 60.0, low=0),
+            name=reader.string(c, f"{prefix}.health[{i}].name", required=True),
+            command=reader.string(c, f"{prefix}.health[{i}].command"),
+            url=reader.string(c, f"{prefix}.health[{i}].url"),
+            retries=reader.number(c, f"{prefix}.health[{i}].retries", int, 10, low=1),
+            interval=reader.number(c, f"{prefix}.health[{i}].interval", float, 2.0, low=0),
+            deadline=reader.number(c, f"{prefix}.health[{i}].deadline", float, 60.0, low=0),
+            at=reader.string(c, f"{prefix}.health[{i}].at"),
         )
-        for i, c in enumerate(
-            reader.tables(a, "health", {"name", "command", "url", "retries", "interval", "deadline"})
-        )
+        for i, c in enumerate(reader.tables(a, "health", prefix, {
+            "name", "command", "url", "retries", "interval", "deadline", "at"}))
     )
     for i, check in enumerate(health):
+        if check.at not in ("", "before_switch", "after_switch"):
+            reader.problem(f"{prefix}.health[{i}].at must be 'before_switch' or 'after_switch',"
+                           f" not {check.at!r}")
+    steps = tuple(
+        Step(name=reader.string(t, f"{prefix}.steps[{i}].name", required=True),
+             at=reader.string(t, f"{prefix}.steps[{i}].at", required=True),
+             run=reader.string(t, f"{prefix}.steps[{i}].run", required=True),
+             local=reader.flag(t, f"{prefix}.steps[{i}].local"),
+             once=reader.flag(t, f"{prefix}.steps[{i}].once"))
+        for i, t in enumerate(reader.tables(a, "steps", prefix, {"name", "at", "run", "local", "once"}))
+    )
+    for i, step in enumerate(steps):
+        if step.at and step.at not in STEP_POINTS:
+            reader.problem(f"{prefix}.steps[{i}].at must be one of {', '.join(STEP_POINTS)},"
+                           f" not {step.at!r}")
+    shared_dirs = reader.strings(a, f"{prefix}.shared_dirs") + reader.strings(a, f"{prefix}.shared_paths")
+    shared_files = reader.strings(a, f"{prefix}.shared_files")
+    for where, paths in (("shared_dirs", shared_dirs), ("shared_files", shared_files)):
+        for p in paths:
+            if not p or p.startswith("/") or ".." in p.split("/") or "\0" in p:
+                reader.problem(f"{prefix}.{where}: {p!r} must be a path inside the release")
+    for i, check in enumerate(health):
         if bool(check.command) == bool(check.url):
-            reader.problem(f"app.health[{i}] needs exactly one of 'command' or 'url'")
+            reader.problem(f"{prefix}.health[{i}] needs exactly one of 'command' or 'url'")
     service = None
     if "service" in a:
-        s = reader.table(a["service"], "app.service", {"name", "template", "fallback"})
+        s = reader.table(a["service"], f"{prefix}.service", {"name", "template", "fallback"})
         service = ServiceSpec(
-            name=reader.string(s, "app.service.name", required=True),
-            template=reader.string(s, "app.service.template", required=True),
-            fallback=reader.string(s, "app.service.fallback") or "none",
+            name=reader.string(s, f"{prefix}.service.name", required=True),
+            template=reader.string(s, f"{prefix}.service.template", required=True),
+            fallback=reader.string(s, f"{prefix}.service.fallback") or "none",
         )
         if service.fallback not in ("none", "nohup"):
-            reader.problem(f"app.service.fallback must be 'none' or 'nohup', not {service.fallback!r}")
-    keep = reader.number(a, "app.keep_releases", int, 5, low=1)
+            reader.problem(f"{prefix}.service.fallback must be 'none' or 'nohup', not {service.fallback!r}")
+    keep = reader.number(a, f"{prefix}.keep_releases", int, 5, low=1)
     return AppSpec(
-        repo_variable=reader.string(a, "app.repo_variable", required=True),
-        ref_variable=reader.string(a, "app.ref_variable", required=True),
-        root=reader.string(a, "app.root", required=True),
-        install=reader.string(a, "app.install") or "install.sh",
+        repo_variable=reader.string(a, f"{prefix}.repo_variable", required=True),
+        ref_variable=reader.string(a, f"{prefix}.ref_variable", required=True),
+        root=reader.string(a, f"{prefix}.root", required=True),
+        install=reader.string(a, f"{prefix}.install") or "install.sh",
         keep_releases=keep,
-        log_command=reader.string(a, "app.log_command"),
-        shared_paths=reader.strings(a, "app.shared_paths"),
+        log_command=reader.string(a, f"{prefix}.log_command"),
+        shared_paths=shared_dirs,
         files=files,
         health=health,
         service=service,
+        shared_files=shared_files,
+        steps=steps,
     )
 
 
@@ -292,12 +470,13 @@ class _Reader:
             self.problem(f"unknown key {'.'.join(filter(None, [where, key]))!r}")
         return raw
 
-    def tables(self, parent: dict[str, Any], key: str, allowed: set[str]) -> list[dict[str, Any]]:
+    def tables(self, parent: dict[str, Any], key: str, prefix: str, allowed: set[str],
+               ) -> list[dict[str, Any]]:
         raw = parent.get(key, [])
         if not isinstance(raw, list):
-            self.problem(f"app.{key} must be an array of tables ([[app.{key}]])")
+            self.problem(f"{prefix}.{key} must be an array of tables ([[{prefix}.{key}]])")
             return []
-        return [self.table(item, f"app.{key}[{i}]", allowed) for i, item in enumerate(raw)]
+        return [self.table(item, f"{prefix}.{key}[{i}]", allowed) for i, item in enumerate(raw)]
 
     def string(self, table: dict[str, Any], where: str, *, required: bool = False) -> str:
         value = table.get(where.rsplit(".", 1)[-1])
@@ -341,18 +520,20 @@ class _Reader:
             return ()
         return tuple(value)
 
-    def check_references(self, stack: Stack) -> None:
+    def check_references(self, stack: Stack, *, legacy: bool) -> None:
         declared = set(stack.variables.required) | set(stack.variables.optional)
         for name in stack.variables.secrets:
             if name not in declared:
                 self.problem(f"variables.secrets names {name!r}, which is neither required nor optional")
         referenced = []
-        if stack.hosts:
-            referenced += [("hosts.variable", stack.hosts.variable),
-                           ("hosts.gateway_variable", stack.hosts.gateway_variable)]
-        if stack.app:
-            referenced += [("app.repo_variable", stack.app.repo_variable),
-                           ("app.ref_variable", stack.app.ref_variable)]
+        for role in stack.roles:
+            where = "hosts" if legacy else f"roles.{role.name}"
+            referenced += [(f"{where}.variable", role.hosts.variable),
+                           (f"{where}.gateway_variable", role.hosts.gateway_variable)]
+        for key, app in stack.apps.items():
+            where = "app" if legacy else f"apps.{key}"
+            referenced += [(f"{where}.repo_variable", app.repo_variable),
+                           (f"{where}.ref_variable", app.ref_variable)]
         for where, name in referenced:
             if name and name not in declared:
                 self.problem(f"{where} names {name!r}, which is not declared in [variables]")

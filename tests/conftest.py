@@ -139,6 +139,39 @@ def app_origin(tmp_path_factory: pytest.TempPathFactory) -> str:
     return ensure_app_origin(REPO, tmp_path_factory.mktemp("origin") / "app.git", dict(os.environ))
 
 
+TIER_INSTALL = """\
+#!/bin/sh
+# A tier of the test stacks: records when it ran, fails on purpose on the hosts listed in ./fail.
+set -eu
+printf '%s start %s\\n' "$DEPLOY_ROLE" "$(date +%s.%N)" >> "$HOME/times"
+for h in $(cat fail); do
+  if [ "$h" = "$DEPLOY_HOST" ]; then echo "failing on purpose on $h" >&2; exit 1; fi
+done
+sleep 1
+touch installed
+printf '%s end %s\\n' "$DEPLOY_ROLE" "$(date +%s.%N)" >> "$HOME/times"
+"""
+
+
+@pytest.fixture(scope="session")
+def tier_origin(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The app of the test stacks tests/data/{tiers,rolling,lifecycle}.toml, as a bare origin:
+    an install.sh that records its start and end and fails on the hosts ./fail lists, and a
+    config file the lifecycle stack shares across releases."""
+    work = tmp_path_factory.mktemp("tier")
+    (work / "install.sh").write_text(TIER_INSTALL)
+    (work / "install.sh").chmod(0o755)
+    (work / "config").mkdir()
+    (work / "config" / "app.env").write_text("SEED=from the first release\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a tier"], check=True)
+    bare = work.parent / "tier.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return f"file://{bare}"
+
+
 _next_subnet = iter(range(100, 250))
 # The second octet of the test hosts' addresses: two suites on one machine (say a developer's
 # run beside CI's) set different DEPLOYER_TEST_HOST_OCTET values and never meet on an address.

@@ -136,7 +136,7 @@ def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
     run = subprocess.Popen([DEPLOY, "probe", "stage", "apply", "-y"], cwd=project.path,
                            env=project.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)
-    _wait_for_lock(project)
+    _wait_for_log(project, "Creating...")  # the apply itself, not the plan before it
     time.sleep(2)  # well into the slow resource's creation
     started = time.monotonic()
     run.send_signal(signal.SIGINT)
@@ -152,6 +152,17 @@ def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
     again = project.deploy("probe", "stage", "apply", "--json", check=True)
     assert json.loads(again.stdout)["engine"]["applied"] is False
     assert lock_items(project) == []
+
+
+def _wait_for_log(project: Project, text: str, timeout: float = 120) -> None:
+    """Until the run log says `text` (the engine's output is logged line by line as it comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = (project.path / ".deployer" / "logs").glob("*.log")
+        if any(text in p.read_text(errors="replace") for p in logs):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the run log never said {text!r}")
 
 
 def _wait_for_lock(project: Project, timeout: float = 120) -> None:

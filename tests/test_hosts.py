@@ -599,3 +599,48 @@ def test_two_runs_at_once_never_split_the_fleet(project: Project, ssh_hosts, app
     for h in hosts:  # the second run wrote nothing on any host
         assert (h.home / "chronos-edge" / "audit.log").read_text().count("result=ok") == 1
     assert ddb.scan(TableName=table)["Items"] == []
+
+
+def test_lifecycle_steps_shared_files_and_an_after_switch_failure(
+        project: Project, ssh_hosts, operator_key, tier_origin, tmp_path: Path) -> None:
+    hosts = ssh_hosts(2)
+    project.add_stack("lifecycle")
+    (project.path / "testdata").symlink_to(Path(__file__).parent / "data")
+    project.environ["DEPLOYER_SSH_KEY"] = str(operator_key)
+    notify = tmp_path / "notified"
+    project.environ["NOTIFY_FILE"] = str(notify)
+    env = project.write_env("stage", f'web_hosts="{" ".join(f"root@{h.address}" for h in hosts)}"\n'
+                            f"git_repo={tier_origin}\ngit_ref=main\nfail_hosts=\n")
+
+    first = project.deploy("lifecycle", "stage", "--accept-new-host-keys")
+    assert first.returncode == 0, first.stdout + first.stderr
+    release = os.readlink(hosts[0].home / "tier" / "current")
+    for host in hosts:
+        lines = (host.home / "steps").read_text().splitlines()
+        kinds = [line.split()[0] for line in lines]
+        assert [k for k in kinds if k != "migrate"] == ["backup", "build", "before_switch", "after_switch"]
+        assert lines[kinds.index("before_switch")] == "before_switch "  # not switched yet: no current
+        assert lines[kinds.index("after_switch")] == f"after_switch {release}"
+        shared = host.home / "tier" / "shared" / "config" / "app.env"
+        linked = host.home / "tier" / "current" / "config" / "app.env"
+        assert linked.is_symlink() and os.readlink(linked) == str(shared)
+        assert shared.is_file() and not shared.is_symlink()
+        assert shared.read_text() == "SEED=from the first release\n"
+        assert (host.home / "tier" / "current" / "storage").is_symlink()
+    migrations = [line for h in hosts for line in (h.home / "steps").read_text().splitlines()
+                  if line.startswith("migrate")]
+    assert migrations == [f"migrate {hosts[0].address} {migrations[0].split()[2]}"]  # once: the lead
+    assert len(migrations[0].split()[2]) == 40
+    assert not notify.exists()
+
+    (hosts[0].home / "tier" / "shared" / "config" / "app.env").write_text("KEPT=1\n")
+    (hosts[0].home / "break-after").write_text("")
+    env.write_text(env.read_text().replace("fail_hosts=\n", "fail_hosts=nobody\n"))
+    second = project.deploy("lifecycle", "stage")
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert (f"health check 'serving' failed on root@{hosts[0].address}; release") in second.stdout
+    assert os.readlink(hosts[0].home / "tier" / "current") == release  # switched back
+    assert os.readlink(hosts[1].home / "tier" / "current") != release  # the other host went on
+    assert notify.read_text() == f"health check 'serving' on {hosts[0].address}\n"  # exactly once
+    shared = hosts[0].home / "tier" / "shared" / "config" / "app.env"
+    assert shared.is_file() and not shared.is_symlink() and shared.read_text() == "KEPT=1\n"

@@ -185,8 +185,7 @@ def _read_with(shell: str, text: str, tmp_path: Path) -> subprocess.CompletedPro
 
 @pytest.mark.parametrize("shell", ["dash", "bash"])
 def test_the_env_reader_gives_the_process_every_value_byte_for_byte(shell: str, tmp_path: Path) -> None:
-    if not shutil.which(shell):
-        pytest.skip(f"no {shell} here")
+    assert shutil.which(shell), f"{shell} is missing: make system-packages installs it"
     text = ("# header\n\n  ; other comment\n"
             + "".join(f"{k}={quote_env(v)}\n" for k, v in TRICKY.items())
             + "BARE=plain#x\nSINGLE='lit $x \\ \"'\nBARE_CMD=$(touch m4) `touch m5`\n"
@@ -222,13 +221,15 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
         "ready_check": [cmd.ready_check(".setup_complete")],
         "probe": [cmd.probe("app", cmd.resolve_ref(value, value)), cmd.probe("/srv/app")],
         "acquire_lock": [cmd.acquire_lock("/h/app", f"me pid=1 {value}")],
+        "break_lock": [cmd.break_lock("/h/app", f"me pid=1 {value}\n")],
         "release_lock": [cmd.release_lock("/h/my app")],
         "begin_release": [cmd.begin_release("/h/app", value, [
             cmd.fetch_release(value, "a" * 40, release), cmd.make_dirs([f"{release}/a"])])],
         "resolve_ref": [cmd.resolve_ref(value, value)],
         "fetch_release": [cmd.fetch_release(value, "a" * 40, release)],
         "copy_release": [cmd.copy_release("/h/app/releases/r0", release)],
-        "link_shared": [cmd.link_shared("/h/app", release, ("logs", "data dir"))],
+        "link_shared": [cmd.link_shared("/h/app", release, ("logs", "data dir"), (".env", "conf/a b"))],
+        "run_step": [cmd.run_step(release, "php artisan migrate --force", {"DEPLOY_ENV": value})],
         "make_dirs": [cmd.make_dirs([f"{release}/a", f"{release}/.deploy"])],
         "run_script": [cmd.run_script(release, "edge_server/install.sh", {"DEPLOY_ENV": value})],
         "health_command": [cmd.health_command(release, "test -f app/server.py")],
@@ -263,7 +264,7 @@ def test_every_builder_is_in_the_shellcheck_test() -> None:
 
 def _shellcheck(shell: str, commands: dict[str, list[str]], *exclude: str) -> dict[str, str]:
     if not shutil.which("shellcheck"):
-        pytest.fail("shellcheck is missing: apt-get install -y shellcheck (or make lint-tools)")
+        pytest.fail("shellcheck is missing: make system-packages installs it")
     problems = {}
     for name, built in commands.items():
         for command in built:

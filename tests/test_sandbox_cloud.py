@@ -54,6 +54,8 @@ def test_a_live_endpoint_that_does_not_answer_is_never_replaced(
     # A process that is the recorded endpoint by its command line, and never answers.
     mute = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              cloud.ENDPOINT_MARKER, str(root)])
+    # Between fork and exec the child's command line is still ours: wait for its own.
+    assert wait_for(lambda: is_alive(mute.pid, cloud.ENDPOINT_MARKER), 10)
     try:
         cert, _ = endpoint.ensure_certificate(root / "tls")
         (root / "state.json").write_text(json.dumps({"endpoint": {

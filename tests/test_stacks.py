@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deployer.errors import ConfigError
-from deployer.stacks import load_stack, parse_stack, read_text, stack_names
+from deployer.stacks import Phase, load_stack, parse_stack, read_text, stack_names
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,3 +102,56 @@ def test_load_stack_raises_only_config_errors(tmp_path_factory, raw: bytes) -> N
         load_stack(project, "x")
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_roles_phases_and_apps_load() -> None:
+    data = {
+        "variables": {"required": ["a_hosts", "b_hosts", "repo", "ref"]},
+        "apps": {"svc": {"repo_variable": "repo", "ref_variable": "ref", "root": "svc"}},
+        "roles": {"a": {"source": "env", "variable": "a_hosts", "app": "svc"},
+                  "b": {"source": "env", "variable": "b_hosts", "app": "svc", "parallel": 3}},
+        "phases": [{"name": "first", "roles": ["a"]},
+                   {"name": "second", "roles": ["b"], "batch": "25%", "canary": 1,
+                    "max_fail_percentage": 10}],
+    }
+    stack = parse_stack("x", Path("x.toml"), data)
+    assert [r.name for r in stack.roles] == ["a", "b"]
+    assert stack.phases[1] == Phase("second", ("b",), batch="25%", canary=1, max_fail_percentage=10.0)
+    assert stack.hosts is None and stack.app is None  # two roles: see view()
+    view = stack.view("b")
+    assert (view.role, view.hosts.parallel, view.app.root) == ("b", 3, "svc")
+    assert [v.role for v in stack.views()] == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"stack x has no role 'c' \(roles: a, b\)"):
+        stack.view("c")
+
+
+def test_a_legacy_stack_is_one_role_in_one_phase() -> None:
+    edge = load_stack(REPO, "edge")
+    assert [r.name for r in edge.roles] == ["edge"]
+    assert edge.phases == (Phase("deploy", ("edge",)),)
+    assert edge.view("edge").app == edge.app
+
+
+def test_every_problem_with_roles_and_phases_is_named() -> None:
+    data = {
+        "variables": {"required": ["h", "repo", "ref"]},
+        "app": {"repo_variable": "repo", "ref_variable": "ref", "root": "r"},
+        "apps": {"svc": {"repo_variable": "repo", "ref_variable": "nope", "root": "svc"},
+                 "Bad Name": {}},
+        "roles": {"a": {"source": "env", "variable": "h", "app": "missing"},
+                  "b": {"source": "env", "variable": "h", "app": "svc"}},
+        "phases": [{"roles": ["a", "ghost"], "batch": "0%"}, {"roles": ["a"], "batch": 0}],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_stack("x", Path("x.toml"), data)
+    assert err.value.problems == (
+        "x.toml: app cannot be mixed with apps and phases and roles: use [roles.*] and [apps.*]",
+        "x.toml: apps.Bad Name: a name is lowercase letters, digits, '-' and '_'",
+        "x.toml: roles.a.app names 'missing', which is not an [apps.*] table (apps: svc)",
+        'x.toml: phases[0].batch must be a number of hosts (1 or more) or a percentage such as "25%"',
+        'x.toml: phases[1].batch must be a number of hosts (1 or more) or a percentage such as "25%"',
+        "x.toml: phases name the role 'ghost', which is not a [roles.*] table",
+        "x.toml: role 'a' must be in exactly one phase (it is in 2)",
+        "x.toml: role 'b' must be in exactly one phase (it is in 0)",
+        "x.toml: apps.svc.ref_variable names 'nope', which is not declared in [variables]",
+    )

@@ -8,6 +8,7 @@ fallback supervisor reads env files with a strict reader instead of sourcing the
 
 from __future__ import annotations
 
+import os
 import shlex
 
 q = shlex.quote
@@ -97,11 +98,19 @@ def copy_release(source: str, release: str) -> str:
             f" && rm -f {r}/{META_DIR}/ok {r}/{META_DIR}/fingerprint")
 
 
-def link_shared(root: str, release: str, paths: tuple[str, ...]) -> str:
+def link_shared(root: str, release: str, paths: tuple[str, ...], files: tuple[str, ...] = ()) -> str:
+    """Link what persists across releases into the release: directories (`paths`) and files.
+    A shared file stays a file: the first release seeds it with its own copy (or an empty one)."""
     parts = [f"mkdir -p {q(root)}/shared"]
     for p in paths:
         parts.append(f"mkdir -p {q(root + '/shared/' + p)} && rm -rf {q(release + '/' + p)}"
                      f" && ln -sfn {q(root + '/shared/' + p)} {q(release + '/' + p)}")
+    for f in files:
+        shared, here = q(f"{root}/shared/{f}"), q(f"{release}/{f}")
+        parts.append(f"mkdir -p {q(os.path.dirname(f'{root}/shared/{f}'))}"
+                     f" {q(os.path.dirname(f'{release}/{f}'))}"
+                     f" && {{ [ -f {shared} ] || {{ [ -f {here} ] && cp -p {here} {shared}; }}"
+                     f" || : > {shared}; }} && rm -rf {here} && ln -sfn {shared} {here}")
     return " && ".join(parts)
 
 
@@ -113,6 +122,13 @@ def run_script(release: str, script: str, env: dict[str, str]) -> str:
     """Run the release's install script in the release directory with non-secret context."""
     exports = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
     return f"cd {q(release)} && chmod +x {q(script)} && env {exports} ./{script}"
+
+
+def run_step(release: str, command: str, env: dict[str, str]) -> str:
+    """A stack's lifecycle step (its own shell, from the stack file) in the release directory,
+    with the run's non-secret context in its environment."""
+    exports = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
+    return f"cd {q(release)} && env {exports} sh -c {q(command)}"
 
 
 def health_command(release: str, command: str) -> str:

@@ -1,8 +1,11 @@
-"""All hosts of a stack, in parallel (bounded): one failing host does not stop the others, and
-the summary lists every host with changed / unchanged / failed and why."""
+"""A stack's hosts, phase by phase: the roles of one phase in parallel (bounded), in batches
+when the phase says so; one failing host does not stop the others of its batch, and the
+summary lists every host with changed / unchanged / failed / skipped and why."""
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -17,10 +20,10 @@ from deployer.hosts.address import parse_host_list
 from deployer.hosts.connection import Host, Remote, gateway_for
 from deployer.logs import RunLog
 from deployer.results import CHANGED, FAILED, SKIPPED, UNCHANGED, FleetResult, HostResult, Progress
-from deployer.secrets import Masker
-from deployer.stacks import Stack
+from deployer.stacks import Phase, Stack
 
 T = TypeVar("T")
+H = TypeVar("H")  # what a pool works on: a host, or a (role view, host) pair
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,14 @@ def _remote(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: R
                   key_file=settings.ssh_key, accept_new=accept_new, log=log, gateway=gateway)
 
 
-def _map(hosts: list[Host], parallel: int, work: Callable[[Host], T],
-         failed: Callable[[Host, DeployerError], T], cancel: rel.Cancel | None = None,
+def _map(hosts: list[H], parallel: int, work: Callable[[H], T],
+         failed: Callable[[H, DeployerError], T], cancel: rel.Cancel | None = None,
          ) -> tuple[T, ...]:
     """Run `work` per host on a bounded pool; an error on one host is that host's result.
     Ctrl-C sets `cancel`: hosts not started are skipped, running ones stop at their next step
     (their locks released, `current` untouched), then Interrupted is raised."""
 
-    def guarded(host: Host) -> T:
+    def guarded(host: H) -> T:
         try:
             return work(host)
         except DeployerError as exc:
@@ -99,32 +102,122 @@ def _each(hosts: list[Host], parallel: int, work: Callable[[Host], HostResult],
     return FleetResult(_map(hosts, parallel, work, failed, cancel))
 
 
-def deploy(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
-           log: RunLog, progress: Progress, accept_new_host_keys: bool = False,
-           parallel: int | None = None, outputs: Mapping[str, object] | None = None) -> FleetResult:
-    """Deploy the app to every host; see release.deploy_host for one host's steps."""
-    assert stack.hosts is not None
-    progress(f"deploying {stack.name}/{env.name} to {len(hosts)} host(s),"
-             f" {parallel or stack.hosts.parallel} at a time")
+def role_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object],
+               ) -> list[tuple[Stack, list[Host]]]:
+    """Every role (as a one-role view of the stack) with its hosts, in phase order."""
+    return [(view, resolve_hosts(view, env, outputs)) for view in stack.views()]
 
+
+class _Tally:
+    """Progress of a long phase: hosts done, failed and waiting, said as each host ends."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.name, self.total, self.done, self.failed = "", 0, 0, 0
+
+    def start(self, name: str, total: int) -> None:
+        self.name, self.total, self.done, self.failed = name, total, 0, 0
+
+    def add(self, result: HostResult) -> None:
+        with self.lock:
+            self.done += 1
+            self.failed += result.status == FAILED
+            said = (f"phase {self.name}: {self.done}/{self.total} hosts done, {self.failed} failed,"
+                    f" {self.total - self.done} waiting")
+        if self.total > 1:
+            self.progress(said)
+
+
+def batch_sizes(count: int, phase: Phase) -> list[int]:
+    """How a phase's `count` hosts go: the canary hosts alone first, then batches of `batch`
+    hosts (a number, or a percentage of `count`, at least one), or all the rest at once.
+
+    >>> batch_sizes(6, Phase("p", (), batch="2"))
+    [2, 2, 2]
+    >>> batch_sizes(10, Phase("p", (), batch="25%", canary=1))
+    [1, 3, 3, 3]
+    >>> batch_sizes(3, Phase("p", ()))
+    [3]
+    """
+    sizes, left = [], count
+    if phase.canary and left:
+        sizes.append(min(phase.canary, left))
+        left -= sizes[-1]
+    if phase.batch.endswith("%"):
+        size = max(1, math.ceil(count * int(phase.batch[:-1]) / 100))
+    else:
+        size = int(phase.batch) if phase.batch else left
+    while left > 0:
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+    return sizes
+
+
+def deploy(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, progress: Progress,
+           accept_new_host_keys: bool = False, parallel: int | None = None,
+           outputs: Mapping[str, object] | None = None) -> FleetResult:
+    """Deploy every role, phase by phase (see release.deploy_host for one host's steps). A phase
+    starts when the one before it stayed within its max_fail_percentage; a canary that fails,
+    or a batch that takes the failures over it, stops the run, and every host not started is
+    reported skipped. One commit and one release name for the whole run."""
     cancel, pin = rel.Cancel(), rel.Pin()
+    roles = dict((view.role, (view, hosts)) for view, hosts in role_hosts(stack, env, outputs or {}))
+    results: list[HostResult] = []
+    stopped = ""
+    tally = _Tally(progress)
 
-    def one(host: Host) -> HostResult:
+    def one(target: tuple[Stack, Host]) -> HostResult:
+        view, host = target
         cancel.check(host)
-        remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
+        remote = _remote(view, env, settings, host, log, accept_new_host_keys)
         try:
-            result = rel.deploy_host(remote, stack, env, settings, outputs=outputs or {},
-                                     progress=progress, cancel=cancel, pin=pin)
+            result = rel.deploy_host(remote, view, env, settings, outputs=outputs or {},
+                                     progress=progress, cancel=cancel, pin=pin,
+                                     lead=host == roles[view.role][1][0])
         finally:
             remote.close()
         progress(f"[{host}] {result.status}: {result.reason}")
+        tally.add(result)
         return result
 
-    return _each(hosts, parallel or stack.hosts.parallel, one, progress, cancel)
+    def failed(target: tuple[Stack, Host], exc: DeployerError) -> HostResult:
+        progress(f"[{target[1]}] FAILED: {exc}")
+        return HostResult(str(target[1]), FAILED, str(exc))
+
+    for phase in stack.phases:
+        targets = [(roles[r][0], h) for r in phase.roles for h in roles[r][1]]
+        if stopped:
+            results += [HostResult(str(h), SKIPPED, stopped) for _, h in targets]
+            continue
+        width = parallel or sum(roles[r][0].hosts.parallel for r in phase.roles)  # type: ignore[union-attr]
+        tally.start(phase.name, len(targets))
+        progress(f"phase {phase.name}: {', '.join(phase.roles)} on {len(targets)} host(s),"
+                 f" {min(width, len(targets))} at a time")
+        done, fails = 0, 0
+        for number, size in enumerate(batch_sizes(len(targets), phase)):
+            batch = targets[done:done + size]
+            got = _map(batch, width, one, failed, cancel)
+            results += got
+            done += size
+            fails += sum(r.status == FAILED for r in got)
+            canary = number == 0 and phase.canary > 0
+            over = fails * 100 > phase.max_fail_percentage * len(targets)
+            if (canary and fails) or over:
+                stopped = (f"not started: phase {phase.name} stopped after {fails} of"
+                           f" {len(targets)} host(s) failed"
+                           + (" (the canary)" if canary and fails else
+                              f" (over its max_fail_percentage {phase.max_fail_percentage:g})"))
+                progress(stopped.replace("not started: ", ""))
+                results += [HostResult(str(h), SKIPPED, stopped) for _, h in targets[done:]]
+                break
+        if len(stack.phases) > 1 and not stopped:
+            progress(f"phase {phase.name}: done")
+    return FleetResult(tuple(results))
 
 
 def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
-             to: str | None, masker: Masker, log: RunLog, progress: Progress,
+             to: str | None, log: RunLog, progress: Progress,
              accept_new_host_keys: bool = False, outputs: Mapping[str, object] | None = None,
              ) -> FleetResult:
     """Switch every host back to the previous healthy release (or `to`): see
@@ -195,7 +288,7 @@ def check_release_name(name: str | None) -> None:
         raise ConfigError(f"--to {name!r}: {problem}")
 
 
-def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
+def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
            log: RunLog, progress: Progress, accept_new_host_keys: bool = False,
            ) -> tuple[HostStatus, ...]:
     assert stack.hosts is not None
@@ -216,7 +309,7 @@ def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
                 lambda host, exc: HostStatus(str(host), error=str(exc)))
 
 
-def logs(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *, masker: Masker,
+def logs(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
          log: RunLog, progress: Progress, lines: int = 200) -> FleetResult:
     """Run the stack's log command on every host, its output streamed line by line."""
     app = stack.app

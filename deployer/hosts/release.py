@@ -144,6 +144,19 @@ def who() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} pid={os.getpid()}"
 
 
+def step_env(stack: Stack, env: EnvConfig, host: Host, root: str, release: str, sha: str,
+             ) -> dict[str, str]:
+    """What every script and step on a host learns of the run (never a secret: it is on the
+    command line).
+
+    >>> sorted(step_env(Stack("s", Path("s.toml"), role="web"), EnvConfig("qa", Path("e"), {},
+    ...     frozenset()), Host("u", "h"), "/app", "r1", "abc"))
+    ['DEPLOY_APP_ROOT', 'DEPLOY_ENV', 'DEPLOY_HOST', 'DEPLOY_RELEASE', 'DEPLOY_ROLE', 'DEPLOY_SHA']
+    """
+    return {"DEPLOY_RELEASE": release, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name,
+            "DEPLOY_SHA": sha, "DEPLOY_ROLE": stack.role or stack.name, "DEPLOY_HOST": host.address}
+
+
 def app_root(stack: Stack, remote: Remote) -> str:
     assert stack.app is not None
     root = stack.app.root
@@ -309,9 +322,10 @@ def _unit_fields(unit: str) -> dict[str, str]:
 
 def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
                 outputs: Mapping[str, object], progress: Progress,
-                cancel: Cancel = NEVER, pin: Pin | None = None) -> HostResult:
+                cancel: Cancel = NEVER, pin: Pin | None = None, lead: bool = True) -> HostResult:
     """Make one host match the env file; see the module docstring for the steps. Round trips:
-    probe, lock+stage, uploads (SFTP), install, switch+service, health, finish."""
+    probe, lock+stage, uploads (SFTP), install, switch+service, health, finish, plus one per
+    lifecycle step the app declares. `lead`: this host runs the app's `once` steps."""
     app, hosts = stack.app, stack.hosts
     assert app is not None and hosts is not None
     host = remote.host
@@ -356,36 +370,56 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
             remote.put(wanted.unit, f"{release}/{cmd.META_DIR}/{app.service.name}.service",
                        mode=0o644)
         cancel.check(host)
+        context_env = step_env(stack, env, remote.host, root, name, sha)
+        ctx = context(stack, env, host, outputs)
+
+        def fail(what: str) -> HostResult:
+            """A step or check failed: audit, on_failure steps, the previous release back."""
+            _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: {what}")
+            _steps(remote, stack, settings, "on_failure", release,
+                   {**context_env, "DEPLOY_FAILED": what}, lead, say, steps, check=False)
+            restored = _restore(remote, stack, env, root, previous, say)
+            return HostResult(str(host), FAILED, f"{what} failed on {host}; release {name} not"
+                              f" made current; {restored}", name, wanted.fingerprint, tuple(steps))
+
+        if failed_step := _steps(remote, stack, settings, "before_deploy", release, context_env,
+                                 lead, say, steps):
+            return fail(failed_step)
         say(f"running {app.install}")
-        script = remote.run(cmd.run_script(release, app.install, {
-            "DEPLOY_RELEASE": name, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name}),
-            on_line=lambda line: say(f"  {line}"), what=app.install)
+        script = remote.run(cmd.run_script(release, app.install, context_env),
+                            on_line=lambda line: say(f"  {line}"), what=app.install)
         if not script.ok:
-            _audit(remote, root, ref, sha, wanted.fingerprint,
-                   f"failed: {app.install} exit {script.code}")
-            _restore(remote, stack, env, root, previous, say)
-            return HostResult(str(host), FAILED, f"{app.install} failed (exit {script.code});"
-                              f" current stays {previous or 'unset'}", name, wanted.fingerprint,
-                              tuple(steps))
+            return fail(f"{app.install} (exit {script.code})")
         steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
+        for point in ("build", "migrate"):
+            if failed_step := _steps(remote, stack, settings, point, release, context_env, lead,
+                                     say, steps):
+                return fail(failed_step)
         if cancel.event.is_set():
             _restore(remote, stack, env, root, previous, say)
             cancel.check(host)
+        if failed := health(remote, _checks(app, "before_switch"), release, ctx, progress):
+            return fail(f"health check '{failed}' (before the switch)")
+        if failed_step := _steps(remote, stack, settings, "before_switch", release, context_env,
+                                 lead, say, steps):
+            return fail(failed_step)
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
             steps.append(StepResult("service", CHANGED, start_service(
                 remote, stack, root, release, progress, systemd=state.get("systemd") == "yes",
                 unit=wanted.unit.decode(), first=cmd.switch_current(root, name))))
-        failed = health(remote, app.health, release, context(stack, env, host, outputs), progress)
+        elif app.steps_at("after_switch") or _checks(app, "after_switch"):
+            remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
+            steps.append(StepResult("current", CHANGED, f"switched to {name}"))
+        if failed_step := _steps(remote, stack, settings, "after_switch", release, context_env,
+                                 lead, say, steps):
+            return fail(failed_step)
+        failed = health(remote, _checks(app, "", "after_switch"), release, ctx, progress)
         if failed is None and cancel.event.is_set():
             _restore(remote, stack, env, root, previous, say)
             cancel.check(host)
         if failed is not None:
-            _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: health check {failed}")
-            restored = _restore(remote, stack, env, root, previous, say)
-            return HostResult(str(host), FAILED,
-                              f"health check '{failed}' failed on {host}; release {name} not made"
-                              f" current; {restored}", name, wanted.fingerprint, tuple(steps))
+            return fail(f"health check '{failed}'")
         doomed = releases_to_prune(f"{begin.stdout}\n{name} ok", app.keep_releases, name)
         finish = cmd.finish_release(root, release, name, wanted.fingerprint, doomed,
                                     _audit_line(ref, sha, wanted.fingerprint, "ok"))
@@ -405,6 +439,42 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 remote.run(cmd.release_lock(root), timeout=30, what="unlock")
             except HostError:
                 pass  # the connection is gone; the next run sees the holder is dead and breaks it
+
+
+def _checks(app: Any, *points: str) -> tuple[HealthCheck, ...]:
+    return tuple(c for c in app.health if c.at in points)
+
+
+def _steps(remote: Remote, stack: Stack, settings: Settings, point: str, release: str,
+           env: dict[str, str], lead: bool, say: Callable[[str], None], done: list[StepResult],
+           *, check: bool = True) -> str:
+    """Run the app's steps at `point`, in order; the first that fails (by name), or "". A `once`
+    step runs on the lead host of the role only; a `local` one on this machine, in the project."""
+    from deployer import process
+    from deployer.errors import DeployerError
+
+    app = stack.app
+    assert app is not None
+    for step in app.steps_at(point):
+        if step.once and not lead:
+            done.append(StepResult(step.name, UNCHANGED, "once: runs on the role's first host"))
+            continue
+        say(f"{point}: {step.name}{' (local)' if step.local else ''}")
+        if step.local:
+            try:
+                process.run(["sh", "-c", step.run], env={**settings.environ, **env},
+                            masker=remote.log.masker, cwd=settings.project, log=remote.log,
+                            on_line=lambda line: say(f"  {line}"))
+                ok = True
+            except DeployerError:
+                ok = False
+        else:
+            ok = remote.run(cmd.run_step(release, step.run, env), what=step.name,
+                            on_line=lambda line: say(f"  {line}")).ok
+        done.append(StepResult(step.name, CHANGED if ok else FAILED, f"{point} step"))
+        if not ok and check:
+            return f"{point} step '{step.name}'"
+    return ""
 
 
 def take_lock(remote: Remote, root: str, command: str, say: Callable[[str], None]) -> Result:
@@ -474,9 +544,8 @@ def _restart(remote: Remote, stack: Stack, env: EnvConfig, root: str, name: str,
     assert app is not None
     release = f"{root}/releases/{name}"
     first = cmd.switch_current(root, name) if switch else ""
-    script = remote.run(cmd.then(first, cmd.run_script(release, app.install, {
-        "DEPLOY_RELEASE": name, "DEPLOY_APP_ROOT": root, "DEPLOY_ENV": env.name})),
-        what=f"restart {name}")
+    script = remote.run(cmd.then(first, cmd.run_script(release, app.install, step_env(
+        stack, env, remote.host, root, name, name.rsplit("-", 1)[-1]))), what=f"restart {name}")
     if not script.ok:
         raise HostError(f"{remote.host}: {app.install} of {name} failed (exit {script.code})")
     if app.service is None:
@@ -568,8 +637,8 @@ def _plan_release(root: str, release: str, previous: str, manifest_json: str, wa
         stage, upload = [cmd.fetch_release(repo, wanted.sha, release)], sorted(wanted.files)
         what = "git clone"
         says, result = f"fetching {wanted.sha[:7]} into {release}", None
-    if app.shared_paths:
-        stage.append(cmd.link_shared(root, release, app.shared_paths))
+    if app.shared_paths or app.shared_files:
+        stage.append(cmd.link_shared(root, release, app.shared_paths, app.shared_files))
     stage.append(cmd.make_dirs([os.path.dirname(f"{release}/{p}") for p in upload]
                                + [f"{release}/{cmd.META_DIR}"]))
     return ReleasePlan(stage, upload, result, what, says)
@@ -577,15 +646,16 @@ def _plan_release(root: str, release: str, previous: str, manifest_json: str, wa
 
 def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: str, say: Any,
              ) -> str:
-    """After a failed release: `current` back on the previous release (a service app had
-    switched it), restarted so it keeps serving."""
+    """After a failed release: `current` back on the previous release, restarted so it keeps
+    serving."""
     app = stack.app
     assert app is not None
     if not previous:
         return "there was no previous release to keep serving"
     name = previous.removeprefix("releases/")
     try:
-        how = _restart(remote, stack, env, root, name, switch=app.service is not None)
+        # current may have moved (a service app, or after_switch steps and checks): put it back
+        how = _restart(remote, stack, env, root, name, switch=True)
         state = "restarted"
     except HostError as exc:
         how, state = str(exc), "restart FAILED"
