@@ -644,3 +644,21 @@ def test_lifecycle_steps_shared_files_and_an_after_switch_failure(
     assert notify.read_text() == f"health check 'serving' on {hosts[0].address}\n"  # exactly once
     shared = hosts[0].home / "tier" / "shared" / "config" / "app.env"
     assert shared.is_file() and not shared.is_symlink() and shared.read_text() == "KEPT=1\n"
+
+
+def test_a_full_disk_is_named_not_gits_last_line(project: Project, ssh_hosts, app_origin,
+                                                 operator_key) -> None:
+    """The release directory on a 96 KiB tmpfs: the clone runs out of space while writing its
+    refs, and git's last line ("unable to update refs/remotes/origin/HEAD") hides why."""
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    root = host.home / "web"
+    root.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(root)], check=True)
+    try:
+        run = project.deploy("web", "stage", "--accept-new-host-keys")
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert re.search(r"git clone failed: .*(No space left on device|Out of diskspace)",
+                         run.stdout), run.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=True)

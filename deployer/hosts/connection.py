@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import re
 import socket
 import threading
 import urllib.parse
@@ -94,6 +95,12 @@ def _transient(exc: BaseException) -> bool:
                             paramiko.ssh_exception.NoValidConnectionsError))
 
 
+# What explains a failure better than whatever line came last.
+_CAUSES = re.compile(r"No space left on device|Out of diskspace|Disk quota exceeded|Permission"
+                     r" denied|Read-only file system|command not found|Cannot allocate memory"
+                     r"|Too many open files")
+
+
 @dataclass(frozen=True)
 class Result:
     code: int
@@ -106,8 +113,17 @@ class Result:
 
     @property
     def last_line(self) -> str:
-        """What an error message quotes: the last line of stderr, else of stdout."""
-        return ((self.stderr or self.stdout).strip().splitlines()[-1:] or ["no output"])[0]
+        """What an error message quotes: the line that explains (a full disk, a permission, a
+        missing command: the cause, which a tool like git often follows with a vaguer last
+        line), else the last line of stderr, else of stdout.
+
+        >>> Result(128, "", "error: write error: No space left on device\\nfatal: index-pack"
+        ...        " failed\\n").last_line
+        'error: write error: No space left on device'
+        """
+        lines = (self.stderr or self.stdout).strip().splitlines()
+        cause = next((ln for ln in lines if _CAUSES.search(ln)), "")
+        return (cause or (lines[-1:] or ["no output"])[0]).strip()
 
 
 class _Lines:
