@@ -260,12 +260,8 @@ def run_stack(
         notes: tuple[str, ...] = ()
         if _wants_hosts(stack, action, options):
             fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
-        elif stack.terraform is None and stack.roles and action == "plan":
-            from deployer.hosts import fleet
-
-            notes = tuple(f"apply would deploy {view.role} to {len(hosts)} host(s):"
-                          f" {', '.join(map(str, hosts))}"
-                          for view, hosts in fleet.role_hosts(stack, env, outputs))
+        elif stack.roles and action == "plan" and not options.no_hosts:
+            fleet_result, notes = _preview(settings, stack, env, outputs, options, log, progress)
         return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path),
                          notes)
 
@@ -306,6 +302,23 @@ def describe_plan(plan: PlanSummary) -> str:
     if plan.outputs_changed and not plan.changes:
         parts.append("outputs only")
     return "; ".join(parts)
+
+
+def _preview(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
+             options: Options, log: RunLog, progress: Progress,
+             ) -> tuple[FleetResult | None, tuple[str, ...]]:
+    """`plan` previews the hosts too: per host, the commit it would get, the names of the files
+    that would change and the steps that would run (read-only; values are never shown)."""
+    from deployer.hosts import fleet
+
+    try:
+        hosts = [h for _, role in fleet.role_hosts(stack, env, outputs) for h in role]
+    except ConfigError as exc:  # hosts from outputs an apply has not made yet
+        return None, (f"hosts: {exc.problems[0]}",)
+    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
+    progress(f"previewing {len(hosts)} host(s) (read-only)")
+    return fleet.preview(stack, env, settings, log=log, progress=progress, outputs=outputs,
+                         accept_new_host_keys=options.accept_new_host_keys), ()
 
 
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:

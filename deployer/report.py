@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import Any
 
-from deployer.results import FAILED, FleetResult, RunResult, StepResult, to_data
+from deployer.results import FAILED, PLANNED, FleetResult, RunResult, StepResult, to_data
 
 _lock = threading.Lock()
 
@@ -71,7 +71,9 @@ def _verdict(result: RunResult) -> str:
     if result.fleet is not None and result.fleet.failed:
         names = ", ".join(h.host for h in result.fleet.failed)
         return f"FAILED on {len(result.fleet.failed)} host(s): {names}"
-    if result.action == "plan" and result.engine is not None and result.engine.plan.has_changes:
+    hosts_would = result.fleet is not None and any(h.status == PLANNED for h in result.fleet.hosts)
+    if result.action == "plan" and (
+            (result.engine is not None and result.engine.plan.has_changes) or hosts_would):
         return "OK: plan has changes; run with `apply` to make them"
     return "OK: changes applied" if result.changed else "OK: no changes"
 

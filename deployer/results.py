@@ -15,6 +15,7 @@ CHANGED = "changed"
 UNCHANGED = "unchanged"
 FAILED = "failed"
 REPAIRED = "repaired"  # nothing to deploy, but what ran was unhealthy and was restarted
+PLANNED = "planned"  # `plan`: what a deploy would change on a host (nothing was changed)
 SKIPPED = "skipped"
 MISSING = "missing"  # a check found nothing there yet
 

@@ -662,3 +662,35 @@ def test_a_full_disk_is_named_not_gits_last_line(project: Project, ssh_hosts, ap
                          run.stdout), run.stdout
     finally:
         subprocess.run(["umount", "-l", str(root)], check=True)
+
+
+def test_plan_previews_each_host_without_changing_it_or_showing_a_value(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    fresh = project.deploy("web", "stage", "plan", "--accept-new-host-keys")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    sha = subprocess.run(["git", "ls-remote", app_origin, "main"], capture_output=True, text=True,
+                         check=True).stdout.split()[0]
+    assert (f"host     root@{host.address}  planned   no release (-) -> {sha[:7]}; new commit;"
+            " files: .env.deployment, dashboard_backend/.env.docker, dashboard_frontend/.env.docker,"
+            " frp_config/frps.toml; steps: lock, fetch, upload, install:install.sh, switch,"
+            " health:after_switch, prune, audit, unlock") in fresh.stdout
+    assert "OK: plan has changes" in fresh.stdout
+    assert not (host.home / "web").exists()  # read-only
+    assert project.deploy("web", "stage").returncode == 0
+    current = os.readlink(host.home / "web" / "current").removeprefix("releases/")
+
+    env = project.path / "deployments" / "env-stage"
+    env.write_text(env.read_text().replace("background_color=#112233", "background_color=#445566"))
+    config = project.deploy("web", "stage", "plan")
+    assert (f"planned   {current} ({sha[:7]}) -> {sha[:7]}; config only; files:"
+            " dashboard_frontend/.env.docker; steps: lock, copy") in config.stdout
+    assert "#445566" not in config.stdout + config.stderr  # names, never values
+    for value in SECRETS.values():
+        assert value not in config.stdout + config.stderr
+    assert os.readlink(host.home / "web" / "current") == f"releases/{current}"
+    env.write_text(env.read_text().replace("background_color=#445566", "background_color=#112233"))
+    same = project.deploy("web", "stage", "plan")
+    assert f"unchanged {current} ({sha[:7]}) -> {sha[:7]}; unchanged; steps: health" in same.stdout
+    assert "OK: no changes" in same.stdout

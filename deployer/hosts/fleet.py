@@ -216,6 +216,28 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, pro
     return FleetResult(tuple(results))
 
 
+def preview(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, progress: Progress,
+            outputs: Mapping[str, object], accept_new_host_keys: bool = False) -> FleetResult:
+    """`plan`'s host phase: what a deploy would do on every host, found read-only. A host that
+    cannot be reached is reported skipped with why; it fails nothing."""
+    pin = rel.Pin()
+    targets = [(view, h) for view, hosts in role_hosts(stack, env, outputs) for h in hosts]
+
+    def one(target: tuple[Stack, Host]) -> HostResult:
+        view, host = target
+        remote = _remote(view, env, settings, host, log, accept_new_host_keys)
+        try:
+            return rel.preview_host(remote, view, env, settings, outputs=outputs, pin=pin)
+        finally:
+            remote.close()
+
+    def unknown(target: tuple[Stack, Host], exc: DeployerError) -> HostResult:
+        return HostResult(str(target[1]), SKIPPED, f"not previewed: {exc}")
+
+    width = sum(v.hosts.parallel for v in stack.views() if v.hosts)
+    return FleetResult(_map(targets, width, one, unknown))
+
+
 def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
              to: str | None, log: RunLog, progress: Progress,
              accept_new_host_keys: bool = False, outputs: Mapping[str, object] | None = None,

@@ -38,7 +38,16 @@ from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts.connection import ForwardingRefused, Host, Remote, Result
 from deployer.lock import is_stale
-from deployer.results import CHANGED, FAILED, REPAIRED, UNCHANGED, HostResult, Progress, StepResult
+from deployer.results import (
+    CHANGED,
+    FAILED,
+    PLANNED,
+    REPAIRED,
+    UNCHANGED,
+    HostResult,
+    Progress,
+    StepResult,
+)
 from deployer.stacks import HealthCheck, Stack
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -439,6 +448,63 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                 remote.run(cmd.release_lock(root), timeout=30, what="unlock")
             except HostError:
                 pass  # the connection is gone; the next run sees the holder is dead and breaks it
+
+
+def planned_steps(app: Any, change: str) -> list[str]:
+    """The steps a deploy runs on a host, by name, for a `change` of "commit" (a clone),
+    "config" (a copy of current with new files) or "none" (only the health checks).
+
+    >>> from deployer.stacks import AppSpec
+    >>> planned_steps(AppSpec("r", "f", "app"), "config")
+    ['lock', 'copy', 'upload', 'install:install.sh', 'switch', 'prune', 'audit', 'unlock']
+    """
+    if change == "none":
+        return ["health"] if app.health else []
+    steps = ["lock", "copy" if change == "config" else "fetch"]
+    steps += ["link_shared"] if app.shared_paths or app.shared_files else []
+    steps += ["upload"]
+    named = lambda point: [f"{point}:{s.name}" + (" (once)" if s.once else "")  # noqa: E731
+                           for s in app.steps_at(point)]
+    steps += named("before_deploy") + [f"install:{app.install}"] + named("build") + named("migrate")
+    steps += ["health:before_switch"] if _checks(app, "before_switch") else []
+    steps += named("before_switch") + ["switch"]
+    steps += [f"restart:{app.service.name}"] if app.service is not None else []
+    steps += named("after_switch")
+    steps += ["health:after_switch"] if _checks(app, "", "after_switch") else []
+    return steps + ["prune", "audit", "unlock"]
+
+
+def preview_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
+                 outputs: Mapping[str, object], pin: Pin) -> HostResult:
+    """What a deploy would do on this host, found read-only (one probe): the current release
+    and commit, the target commit, the names of the files that would change (never their
+    values), and the steps that would run."""
+    app = stack.app
+    assert app is not None
+    remote.open()
+    repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
+    root, state = probe(remote, stack, "" if pin.sha else refs_command(repo, ref))
+    sha = pin.fix(pin.sha or resolve_sha(remote.host, repo, ref, state))
+    wanted = render(stack, env, settings.project, remote.host, sha, outputs)
+    current = state.get("current", "").removeprefix("releases/")
+    try:
+        manifest = json.loads(state.get("manifest") or "{}")
+    except ValueError:
+        manifest = {}
+    was = str(manifest.get("sha", ""))[:7] or "?"
+    if state.get("fingerprint") == wanted.fingerprint:
+        change, what = "none", "unchanged"
+    else:
+        change = "config" if manifest.get("sha") == sha else "commit"
+        now = manifest.get("files", {}) if change == "config" else {}
+        files = sorted(p for p, h in wanted.manifest["files"].items() if now.get(p) != h)
+        what = (f"{'config only' if change == 'config' else 'new commit'};"
+                f" files: {', '.join(files) or 'none'}")
+    steps = planned_steps(app, change)
+    reason = (f"{current or 'no release'} ({was if current else '-'}) -> {sha[:7]}; {what};"
+              f" steps: {', '.join(steps) or 'none'}")
+    return HostResult(str(remote.host), UNCHANGED if change == "none" else PLANNED, reason,
+                      current, wanted.fingerprint)
 
 
 def _checks(app: Any, *points: str) -> tuple[HealthCheck, ...]:
