@@ -15,14 +15,25 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import botocore.exceptions
-
-from deployer import aws
 from deployer.config import Settings
 from deployer.errors import AwsError, LockHeldError
 from deployer.results import Progress
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+
+
+def _aws() -> tuple[Any, type[Exception]]:
+    """deployer.aws and botocore's ClientError, imported only when a run lock is really taken or
+    cleared (boto3 costs about 0.2 s): a run with no AWS configured, and the host code that only
+    asks `is_stale`, never pay for them."""
+    import botocore.exceptions
+
+    from deployer import aws
+
+    return aws, botocore.exceptions.ClientError
 
 PREFIX = "deployer-run"  # Terraform's own items are "<bucket>/<key>[-md5]": never this
 
@@ -61,7 +72,7 @@ def _table_client(settings: Settings, progress: Progress) -> Any | None:
         progress("run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); per-host"
                  " deploy locks only")
         return None
-    return aws.client(settings, "dynamodb")
+    return _aws()[0].client(settings, "dynamodb")
 
 
 @contextlib.contextmanager
@@ -81,13 +92,14 @@ def held(settings: Settings, stack: str, env: str, info: str, progress: Progress
 
 
 def _acquire(ddb: Any, table: str, key: str, info: str, what: str, progress: Progress) -> bool:
+    aws, ClientError = _aws()  # noqa: N806  # a class, named as one
     put = {"TableName": table, "Item": {"LockID": {"S": key}, "Info": {"S": info}},
            "ConditionExpression": "attribute_not_exists(LockID)"}
     for attempt in (1, 2):
         try:
             aws.call(ddb.put_item, **put)
             return True
-        except botocore.exceptions.ClientError as exc:
+        except ClientError as exc:
             if _code(exc) == "ResourceNotFoundException":
                 progress(f"run lock: the lock table dynamodb:{table} does not exist (run `deploy"
                          " bootstrap-state`); per-host deploy locks only")
@@ -110,19 +122,20 @@ def _release(ddb: Any, table: str, key: str, info: str) -> None:
 
 
 def holder_of(ddb: Any, table: str, key: str) -> str:
-    item = aws.call(ddb.get_item, TableName=table, Key={"LockID": {"S": key}},
+    item = _aws()[0].call(ddb.get_item, TableName=table, Key={"LockID": {"S": key}},
                     ConsistentRead=True).get("Item")
     return item["Info"]["S"] if item and "Info" in item else ""
 
 
 def remove(ddb: Any, table: str, key: str, holder: str) -> bool:
     """Delete the lock only while `holder` holds it; False when it changed hands."""
+    aws, ClientError = _aws()  # noqa: N806  # a class, named as one
     try:
         aws.call(ddb.delete_item, TableName=table, Key={"LockID": {"S": key}},
                  ConditionExpression="Info = :holder",
                  ExpressionAttributeValues={":holder": {"S": holder}})
         return True
-    except botocore.exceptions.ClientError as exc:
+    except ClientError as exc:
         if _code(exc) in ("ConditionalCheckFailedException", "ResourceNotFoundException"):
             return False
         raise AwsError(f"run lock: {exc}") from None
@@ -134,10 +147,11 @@ def clear(settings: Settings, stack: str, env: str, confirm: Callable[[str, str]
     ddb = _table_client(settings, progress)
     if ddb is None:
         return "no run lock (no AWS configured)"
+    ClientError = _aws()[1]  # noqa: N806  # a class, named as one
     table, key = settings.lock_table, lock_id(stack, env)
     try:
         holder = holder_of(ddb, table, key)
-    except botocore.exceptions.ClientError as exc:
+    except ClientError as exc:
         if _code(exc) == "ResourceNotFoundException":
             return f"no run lock (no table dynamodb:{table})"
         raise AwsError(f"run lock: {exc}") from None
