@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from deployer.process import pids_naming
+
 from conftest import DEPLOY, Project
 
 pytestmark = pytest.mark.slow
@@ -323,10 +325,18 @@ def test_ctrl_c_during_the_host_phase(project: Project, ssh_hosts, app_origin, o
 
     host, good, run = deploy_inside_a_slow_install(project, ssh_hosts, app_origin, operator_key,
                                                    tmp_path)
+    sleeping = [p for p in pids_naming("sleep 3") if Path(f"/proc/{p}/environ").read_bytes().find(
+        f"HOME={host.home}".encode()) >= 0]
+    assert sleeping, "the slow install.sh is not running"
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 130, out + err
     assert "interrupted: hosts stopped at their next step" in err
+    log = max((project.path / ".deployer" / "logs").glob("*web-stage-apply.log")).read_text()
+    assert "interrupted: stopping the running command's process group" in log
+    assert not [p for p in sleeping if Path(f"/proc/{p}").exists()
+                and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"]  # the install was stopped
+    assert "dashboard started" not in out + err  # the new release's install never got that far
     assert not (host.home / "web" / ".deploy-lock").exists()
     assert os.readlink(host.home / "web" / "current") == good
     assert "#112233" in page(project.port)

@@ -131,6 +131,26 @@ def run_step(release: str, command: str, env: dict[str, str]) -> str:
     return f"cd {q(release)} && env {exports} sh -c {q(command)}"
 
 
+def interruptible(command: str, pgid_file: str) -> str:
+    """`command` in a process group (and session) of its own whose id is written to
+    `pgid_file`, so that `stop_group` can end it and everything it started. Without setsid(1)
+    it runs as it is (and cannot be stopped early)."""
+    # Double-quoted with every $ escaped, so that the inner shell (not this one) expands them.
+    inner = r'''"printf '%s\\n' \"\$\$\" > \"\$1\"; sh -c \"\$2\"; rc=\$?; rm -f \"\$1\"; exit \"\$rc\""'''
+    return (f"if command -v setsid >/dev/null; then setsid -w sh -c {inner} deploy-step"
+            f" {q(pgid_file)} {q(command)}; else {command}; fi")
+
+
+def stop_group(pgid_file: str) -> str:
+    """TERM the process group `interruptible` recorded; KILL what is left after 5 s."""
+    f = q(pgid_file)
+    # `kill -SIG -PGID`, no `--`: dash's kill reads `--` as a pid.
+    return (f'pg=$(cat {f} 2>/dev/null) || exit 0; rm -f {f}; [ -n "$pg" ] || exit 0;'
+            f' kill -TERM "-$pg" 2>/dev/null || exit 0;'
+            f' for _ in $(seq 50); do kill -0 "-$pg" 2>/dev/null || exit 0; sleep 0.1; done;'
+            f' kill -KILL "-$pg" 2>/dev/null')
+
+
 def health_command(release: str, command: str) -> str:
     return f"cd {q(release)} && {command}"
 

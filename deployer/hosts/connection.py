@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import paramiko
 import tenacity
 
 from deployer.errors import ConfigError, HostError
+from deployer.hosts import commands
 from deployer.hosts.address import Host, parse_host
 from deployer.logs import RunLog
 
@@ -213,8 +215,42 @@ class Remote:
         return self._home
 
     def run(self, command: str, *, timeout: float = COMMAND_TIMEOUT, check: bool = False,
-            on_line: Callable[[str], None] | None = None, what: str = "") -> Result:
-        """Run one shell command; its output goes to the run log (masked), and to `on_line`."""
+            on_line: Callable[[str], None] | None = None, what: str = "",
+            stop: threading.Event | None = None) -> Result:
+        """Run one shell command; its output goes to the run log (masked), and to `on_line`.
+        With `stop`: the command runs in a process group of its own, and when `stop` is set
+        (Ctrl-C) that whole group is signalled over a second channel, so the command ends now
+        instead of running to its end."""
+        if stop is None:
+            return self._run(command, timeout=timeout, check=check, on_line=on_line, what=what)
+        pgid_file = f"{self.home}/.deploy-pgid-{uuid.uuid4().hex[:12]}"
+        finished = threading.Event()
+        watcher = threading.Thread(target=self._stop_on, args=(stop, finished, pgid_file),
+                                   daemon=True)
+        watcher.start()
+        try:
+            return self._run(commands.interruptible(command, pgid_file), timeout=timeout,
+                             check=check, on_line=on_line, what=what)
+        finally:
+            finished.set()
+            watcher.join()
+
+    def _stop_on(self, stop: threading.Event, finished: threading.Event, pgid_file: str) -> None:
+        """Until the command ends (`finished`): once `stop` is set, signal its process group."""
+        while not finished.is_set():
+            if stop.wait(0.2):
+                break
+        else:
+            return
+        self.log.write(f"[{self.host}] interrupted: stopping the running command's process group")
+        try:
+            _in, out, _err = self.conn.client.exec_command(commands.stop_group(pgid_file), timeout=30)
+            out.channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.log.write(f"[{self.host}] could not stop the running command: {exc!r}")
+
+    def _run(self, command: str, *, timeout: float, check: bool,
+             on_line: Callable[[str], None] | None, what: str) -> Result:
         self.log.write(f"[{self.host}] $ {command}")
 
         def emit(line: str) -> None:

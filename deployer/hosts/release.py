@@ -392,17 +392,21 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
                               f" made current; {restored}", name, wanted.fingerprint, tuple(steps))
 
         if failed_step := _steps(remote, stack, settings, "before_deploy", release, context_env,
-                                 lead, say, steps):
+                                 lead, say, steps, stop=cancel.event):
             return fail(failed_step)
         say(f"running {app.install}")
         script = remote.run(cmd.run_script(release, app.install, context_env),
-                            on_line=lambda line: say(f"  {line}"), what=app.install)
+                            on_line=lambda line: say(f"  {line}"), what=app.install,
+                            stop=cancel.event)
+        if cancel.event.is_set():  # Ctrl-C stopped the install, which may have stopped the old
+            _restore(remote, stack, env, root, previous, say)  # release: bring that back
+            cancel.check(host)
         if not script.ok:
             return fail(f"{app.install} (exit {script.code})")
         steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
         for point in ("build", "migrate"):
             if failed_step := _steps(remote, stack, settings, point, release, context_env, lead,
-                                     say, steps):
+                                     say, steps, stop=cancel.event):
                 return fail(failed_step)
         if cancel.event.is_set():
             _restore(remote, stack, env, root, previous, say)
@@ -410,7 +414,7 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         if failed := health(remote, _checks(app, "before_switch"), release, ctx, progress):
             return fail(f"health check '{failed}' (before the switch)")
         if failed_step := _steps(remote, stack, settings, "before_switch", release, context_env,
-                                 lead, say, steps):
+                                 lead, say, steps, stop=cancel.event):
             return fail(failed_step)
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
@@ -421,7 +425,7 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
             remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
             steps.append(StepResult("current", CHANGED, f"switched to {name}"))
         if failed_step := _steps(remote, stack, settings, "after_switch", release, context_env,
-                                 lead, say, steps):
+                                 lead, say, steps, stop=cancel.event):
             return fail(failed_step)
         failed = health(remote, _checks(app, "", "after_switch"), release, ctx, progress)
         if failed is None and cancel.event.is_set():
@@ -513,7 +517,7 @@ def _checks(app: Any, *points: str) -> tuple[HealthCheck, ...]:
 
 def _steps(remote: Remote, stack: Stack, settings: Settings, point: str, release: str,
            env: dict[str, str], lead: bool, say: Callable[[str], None], done: list[StepResult],
-           *, check: bool = True) -> str:
+           *, check: bool = True, stop: threading.Event | None = None) -> str:
     """Run the app's steps at `point`, in order; the first that fails (by name), or "". A `once`
     step runs on the lead host of the role only; a `local` one on this machine, in the project."""
     from deployer import process
@@ -536,7 +540,7 @@ def _steps(remote: Remote, stack: Stack, settings: Settings, point: str, release
                 ok = False
         else:
             ok = remote.run(cmd.run_step(release, step.run, env), what=step.name,
-                            on_line=lambda line: say(f"  {line}")).ok
+                            on_line=lambda line: say(f"  {line}"), stop=stop).ok
         done.append(StepResult(step.name, CHANGED if ok else FAILED, f"{point} step"))
         if not ok and check:
             return f"{point} step '{step.name}'"
