@@ -194,7 +194,7 @@ def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts,
     assert f"current stays {good.removeprefix('releases/')} (restarted)" in failed.stdout
     assert os.readlink(host.home / "web" / "current") == good
     assert "#112233" in page(project.port)  # the previous release keeps serving
-    assert "result=failed: health check dashboard http" in (host.home / "web/audit.log").read_text()
+    assert "result=failed: health check 'dashboard http'" in (host.home / "web/audit.log").read_text()
 
 
 def test_host_keys_unknown_refused_then_accepted_then_changed_refused(
@@ -260,6 +260,8 @@ def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
     host.stop()  # sshd and the host's processes die, as in a crash
     out, err = run.communicate(timeout=120)
     assert run.returncode == 1, out + err
+    assert f"root@{host.address}: connection lost during install.sh; nothing was restored" in out
+    assert "audit" not in out  # where it happened, not a later step's failure
     assert os.readlink(host.home / "web" / "current") == good
     host.start(authorized_keys=operator_key.with_suffix(".pub").read_text())
     rerun = project.deploy("web", "stage")

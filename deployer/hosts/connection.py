@@ -172,6 +172,9 @@ class Remote:
         self.known_hosts = known_hosts
         self._home = ""
         self.forwarding = True  # until the host's sshd refuses a direct-tcpip channel
+        # Set when the connection drops mid-command: nothing more runs over this Remote (Fabric
+        # would quietly reconnect, and a restore could race a command still running there).
+        self.lost_during = ""
 
     @staticmethod
     def _verify_keys(conn: fabric.Connection, known_hosts: Path, accept_new: bool) -> None:
@@ -251,6 +254,9 @@ class Remote:
 
     def _run(self, command: str, *, timeout: float, check: bool,
              on_line: Callable[[str], None] | None, what: str) -> Result:
+        if self.lost_during:
+            raise HostError(f"{self.host}: the connection was lost during {self.lost_during};"
+                            f" {what or 'nothing more'} was not run over a new one")
         self.log.write(f"[{self.host}] $ {command}")
 
         def emit(line: str) -> None:
@@ -265,10 +271,18 @@ class Remote:
         except invoke.exceptions.CommandTimedOut:
             raise HostError(f"{self.host}: {what or 'a command'} timed out after {timeout:.0f}s") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise HostError(f"{self.host}: connection lost during {what or 'a command'}: {exc}") from None
+            self.lost_during = what or "a command"
+            raise HostError(f"{self.host}: connection lost during {self.lost_during}: {exc}") from None
         finally:
             out.flush()
             err.flush()
+        transport = self.conn.client.get_transport()
+        if done.exited == -1 or transport is None or not transport.is_active():
+            # The channel closed with no exit status: the connection (or the host) went away.
+            self.lost_during = what or "a command"
+            raise HostError(f"{self.host}: connection lost during {self.lost_during}; nothing was"
+                            " restored over it: the next run finds this run's lock (broken once"
+                            " its holder is gone) and the host's state, and converges")
         result = Result(done.exited, done.stdout, done.stderr)
         if check and not result.ok:
             raise HostError(f"{self.host}: {what or 'command'} failed (exit {done.exited}):"
@@ -287,6 +301,9 @@ class Remote:
                 f.write(data)
             sftp.posix_rename(tmp, path)
         except (OSError, EOFError, paramiko.SSHException) as exc:
+            transport = self.conn.client.get_transport()
+            if transport is None or not transport.is_active():
+                self.lost_during = f"the upload of {path}"
             raise HostError(f"{self.host}: upload of {path} failed: {exc}") from None
 
     def http_status(self, url: str, *, timeout: float) -> int | None:
