@@ -1,20 +1,25 @@
 """The acceptance scenarios of ../shared/ACCEPTANCE.md, as a user runs them: the real `deploy`
 command in a project of its own, on the sandbox (a moto endpoint over TLS, the embedded engine,
-the AWS provider 3.39.0, OpenSSH hosts on 127.x addresses). Tests run in file order against one
-sandbox; the last one destroys the dashboard."""
+the AWS provider 3.39.0, hosts that are machines: systemd-nspawn, reached on 127.x addresses).
+Tests run in file order against one sandbox (scenario 13 runs before 9: it needs the dashboard,
+which scenario 10 destroys); the last one stops the sandbox."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +27,15 @@ import boto3
 import pytest
 
 from deployer.process import pids_naming
+from deployer.sandbox import machines as m
 
 from conftest import DEPLOY, PROJECT_LINKS, REPO
 
 pytestmark = pytest.mark.slow
 
 SECRET_NAMES = ("jwt_secret_key", "frp_token", "db_password")
+# Apart from CI's and a colleague's runs on the same machine (see conftest.ssh_hosts).
+_OCTET = int(os.environ.get("DEPLOYER_TEST_HOST_OCTET", "0"))
 
 
 class Sandbox:
@@ -92,7 +100,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, provider_mirror: Path) -> 
     environ = {
         "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
         "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
-        "DEPLOYER_SANDBOX_EDGE_ADDRESSES": "127.0.30.1 127.0.30.2 127.0.30.3",
+        "DEPLOYER_SANDBOX_EDGE_ADDRESSES": " ".join(f"127.{_OCTET}.30.{i}" for i in (1, 2, 3)),
         "DEPLOYER_SANDBOX_DASHBOARD_PORT": str(free_port()),
     }
     box = Sandbox(path, environ)
@@ -123,6 +131,18 @@ def fetch(url: str) -> str:
 
 def sandbox_state(box: Sandbox) -> dict:
     return json.loads((box.path / ".deployer" / "sandbox" / "state.json").read_text())
+
+
+def sandbox_machines(box: Sandbox) -> m.Machines:
+    return m.Machines(box.path / ".deployer" / "sandbox")
+
+
+def dashboard_machine(box: Sandbox) -> str:
+    """The dashboard instance's machine (the only instance with an Elastic IP)."""
+    names = [n for n, e in sandbox_machines(box).recorded().items()
+             if n.startswith("i-") and e.get("public_address")]
+    assert len(names) == 1, names
+    return names[0]
 
 
 @contextlib.contextmanager
@@ -208,7 +228,7 @@ def test_4_bad_release(sandbox: Sandbox) -> None:
     run = sandbox.deploy("dashboard", "demo", "apply")
     assert run.returncode == 1
     host = re.search(r"host_address = (\S+)", run.stdout).group(1)
-    assert f"health check 'dashboard http' failed on root@{host}" in run.stdout
+    assert f"health check 'dashboard http' failed on ec2-user@{host}" in run.stdout
     assert "not made current" in run.stdout and "(restarted)" in run.stdout
     assert "background_color: #7c3aed" in fetch(dashboard_url(sandbox))  # the previous one serves
 
@@ -225,7 +245,7 @@ def test_5_two_operators_at_once(sandbox: Sandbox) -> None:
     first = subprocess.Popen([DEPLOY, "dashboard", "demo", "apply"], cwd=sandbox.path,
                              env=sandbox.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    lock = next((sandbox.path / ".deployer" / "sandbox" / "hosts").glob("*/home/chronos"))
+    lock = sandbox_machines(sandbox).root(dashboard_machine(sandbox)) / "home" / "ec2-user" / "chronos"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (lock / ".deploy-lock").exists():
         time.sleep(0.05)
@@ -312,6 +332,139 @@ def test_8_fleet(sandbox: Sandbox, ssh_hosts) -> None:
     assert re.search(rf"root@{re.escape(down)}\s+failed\s+root@{re.escape(down)}: unreachable", run.stdout)
 
 
+def ssh_config(box: Sandbox) -> Path:
+    """-F reaches the jump hop too (options given with -o reach only the destination)."""
+    config = box.path / ".deployer" / "test-ssh-config"
+    config.write_text(
+        "Host *\n"
+        f"  IdentityFile {box.path / '.deployer' / 'sandbox' / 'ssh' / 'id_ed25519'}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {box.path / '.deployer' / 'test-known-hosts'}\n"
+        "  StrictHostKeyChecking accept-new\n  BatchMode yes\n  ConnectTimeout 10\n"
+        "  User ec2-user\n")
+    return config
+
+
+def ssh(box: Sandbox, target: str, command: str, *, jump: str = "",
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = ["ssh", "-F", str(ssh_config(box)), *(["-J", jump] if jump else []), target, command]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
+    return done
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# Scenario 13 needs the dashboard host, which scenario 10 destroys: it runs here, before 9.
+def test_13_real_machines(sandbox: Sandbox) -> None:
+    fleet = sandbox_machines(sandbox)
+    recorded = fleet.recorded()
+    edges = [e["public_address"] for n, e in sorted(recorded.items()) if n.startswith("edge-")]
+    assert edges == [f"127.{_OCTET}.30.{i}" for i in (1, 2, 3)]
+    host = recorded[dashboard_machine(sandbox)]["public_address"]
+
+    # Each host is its own machine: a user made on one exists neither on another nor here.
+    user = f"u{uuid.uuid4().hex[:8]}"
+    assert ssh(sandbox, edges[0], f"sudo -n useradd {user} && id -un {user}").stdout.strip() == user
+    assert ssh(sandbox, edges[1], f"id {user}", check=False).returncode == 1
+    assert ssh(sandbox, host, f"id {user}", check=False).returncode == 1
+    with pytest.raises(KeyError):
+        pwd.getpwnam(user)
+    assert len({ssh(sandbox, a, "cat /etc/machine-id").stdout for a in [*edges, host]}) == 4
+
+    # The edge app is a systemd service (systemd is PID 1), installed by deploy with sudo -n.
+    for address in edges:
+        done = ssh(sandbox, address, "cat /proc/1/comm; systemctl is-active chronos-edge", check=False)
+        assert done.stdout.split() == ["systemd", "active"], (address, done.stdout, done.stderr)
+    edge_run = next(r for r in sandbox.runs if "edge/demo apply" in r.stdout)
+    assert "under nohup" not in edge_run.stderr
+
+    # user_data (scripts/ec2-setup.sh, rendered by Terraform) ran once, as root, and wrote the
+    # ready marker itself; on Debian it says it skipped the package installs.
+    done = ssh(sandbox, host, "sudo -n cat /var/lib/deployer/user-data.done /var/log/user-data.log;"
+               " stat -c %U ~/.setup_complete")
+    assert done.stdout.startswith("exit=0 "), done.stdout
+    assert "ec2-setup: no dnf on this host: skipped installing docker and git" in done.stdout
+    assert done.stdout.splitlines()[-1] == "ec2-user"
+
+    # A private host: an instance without an Elastic IP answers only through the jump host.
+    ec2 = sandbox.client("ec2")
+    dashboard = ec2.describe_instances(InstanceIds=[dashboard_machine(sandbox)]
+                                       )["Reservations"][0]["Instances"][0]
+    launched = ec2.run_instances(
+        ImageId=dashboard["ImageId"], InstanceType="t3.micro", MinCount=1, MaxCount=1,
+        SubnetId=dashboard["SubnetId"], KeyName=dashboard["KeyName"],
+        SecurityGroupIds=[g["GroupId"] for g in dashboard["SecurityGroups"]],
+        UserData="#!/bin/sh\ntouch /home/ec2-user/.setup_complete\n")["Instances"][0]
+    private_id, private_ip = launched["InstanceId"], launched["PrivateIpAddress"]
+    try:
+        assert wait_for(lambda: ssh(sandbox, private_ip, "test -e .setup_complete", jump=host,
+                                    check=False).returncode == 0, 90), (
+            (sandbox.path / ".deployer" / "sandbox" / "instances.log").read_text()[-2000:])
+        assert fleet.recorded()[private_id]["public_address"] is None
+        assert ssh(sandbox, private_ip, "hostname", jump=host).stdout.strip() == private_id
+        started = time.monotonic()
+        with pytest.raises(OSError) as refused:
+            socket.create_connection((private_ip, 22), timeout=10)
+        assert refused.value.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+        assert time.monotonic() - started < 1.0  # at once: the unreachable route, no timeout
+        direct = subprocess.run(["ssh", "-F", str(ssh_config(sandbox)), private_ip, "true"],
+                                capture_output=True, text=True, timeout=30)
+        assert direct.returncode == 255 and "No route to host" in direct.stderr
+    finally:
+        ec2.terminate_instances(InstanceIds=[private_id])
+    # A terminated instance's machine is stopped.
+    assert wait_for(lambda: private_id not in fleet.recorded(), 60)
+    assert not (Path("/run/netns") / fleet.netns(private_id)).exists()
+
+
+def test_13_a_machine_killed_during_an_install_converges(sandbox: Sandbox) -> None:
+    """kill -9 of the dashboard machine's supervisor while install.sh runs: the run fails, the
+    watcher boots the machine again (its disk kept), and the next run converges."""
+    env = sandbox.env_file()
+    before = env.read_text()
+    color = re.search(r"^background_color=(\S+)$", before, re.M).group(1)
+    env.write_text(before.replace(f"background_color={color}", "background_color=#15803d")
+                   + "install_pause_seconds=30\n")
+    fleet = sandbox_machines(sandbox)
+    name = dashboard_machine(sandbox)
+    supervisor = fleet.recorded()[name]["supervisor"]
+    first = subprocess.Popen([DEPLOY, "dashboard", "demo", "apply"], cwd=sandbox.path,
+                             env=sandbox.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+
+    def installing() -> bool:  # install.sh's pause runs in the machine
+        return any(_cmdline(pid) == b"sleep\x0030\x00" for pid in fleet.pids(name))
+
+    assert wait_for(installing, 120), first.poll()
+    os.kill(supervisor, signal.SIGKILL)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode != 0, out + err
+    assert wait_for(lambda: fleet.recorded().get(name, {}).get("supervisor", supervisor) != supervisor
+                    and fleet.is_ssh_ready(name), 90)
+    env.write_text(env.read_text().replace("install_pause_seconds=30\n", ""))
+    again = sandbox.deploy("dashboard", "demo", "apply")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "background_color: #15803d" in fetch(dashboard_url(sandbox))
+    settled = sandbox.deploy("dashboard", "demo", "apply")
+    assert settled.returncode == 0 and "already current" in settled.stdout, settled.stdout
+
+
 def test_9_interrupted(sandbox: Sandbox) -> None:
     env = sandbox.env_file()
     env.write_text(env.read_text() + "TF_VAR_instance_type=t3.medium\n")
@@ -351,18 +504,31 @@ def test_10_guard_rails(sandbox: Sandbox) -> None:
 def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:
     state = sandbox_state(sandbox)
     pids = [state["endpoint"]["pid"], state["watcher"]["pid"]]
-    hosts = sandbox.path / ".deployer" / "sandbox" / "hosts"
-    pids += [int((h / "sshd.pid").read_text()) for h in hosts.iterdir() if (h / "sshd.pid").exists()]
-    edge_pids = [int(p.read_text()) for p in hosts.glob("*/home/chronos-edge/chronos-edge.pid")]
-    assert edge_pids and all(Path(f"/proc/{p}").exists() for p in edge_pids)  # the apps ran
+    fleet = sandbox_machines(sandbox)
+    recorded = fleet.recorded()
+    assert sorted(n for n in recorded if n.startswith("edge-")) == [
+        f"edge-127-{_OCTET}-30-{i}" for i in (1, 2, 3)]
+    machine_pids = [pid for name in recorded for pid in fleet.pids(name)]
+    pids += [e["forwarder"] for e in recorded.values() if e.get("forwarder")]
+    edge_pids = [pid for pid in machine_pids if b"edge_server/server.py" in _cmdline(pid)]
+    assert len(edge_pids) == 3  # the apps ran, one per edge machine
+    route = json.loads(fleet.state_path.read_text())["network"]
     down = sandbox.deploy("sandbox", "down")
     assert down.returncode == 0, down.stderr
-    for pid in pids + edge_pids:
+    for pid in pids + machine_pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", pid
     naming_the_project = [pid for pid in pids_naming(str(sandbox.path))
                           if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
     assert naming_the_project == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in naming_the_project]
+    # Nothing of the machines is left: namespaces, route, mounts, cgroups.
+    assert not [ns for ns in os.listdir("/run/netns") if ns.startswith(fleet.prefix)]
+    routes = subprocess.run(["ip", "route", "show", "type", "unreachable", route["route"]],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"metric {route['metric']}" not in routes
+    assert str(sandbox.path) not in Path("/proc/mounts").read_text()
+    assert not [c for c in m.CGROUP_ROOTS if (c / f"deployer-{fleet.tag}").exists()]
     assert sandbox.env_file().exists()  # the user's files stay
     status = sandbox.deploy("sandbox", "status")
     assert re.search(r"aws endpoint\s+stopped", status.stdout), status.stdout
+    assert "running" not in status.stdout, status.stdout

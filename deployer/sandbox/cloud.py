@@ -3,14 +3,17 @@
 - A moto AWS endpoint on a loopback port (background, pid file, log file).
 - The AWS provider 3.39.0 unpacked into an offline filesystem mirror.
 - A `sandbox` AWS profile with dummy credentials (moto accepts any; AWS rejects these).
-- Instance emulation: a watcher (`python -m deployer.sandbox.instances`) gives every running EC2
-  instance that has an Elastic IP (moto hands out 127.x.y.z addresses) an OpenSSH sshd bound to
-  that address, with its own host key, $HOME and the instance key pair's public key; booting is
-  emulated by writing the ready marker a moment later. `user_data` itself is NOT run.
-- A few edge hosts: more loopback sshds, for the edge stack.
+- Instances are machines (deployer/sandbox/machines.py: Debian, systemd as PID 1, a network
+  namespace of its own on the sandbox's private LAN): a watcher (`python -m
+  deployer.sandbox.instances`) boots one for every running EC2 instance at its private IP from
+  moto; one with an Elastic IP (moto hands out 127.x.y.z addresses) is reachable there on port 22
+  and on the ports its security groups open, the others only through such a machine (`ssh -J`).
+  `ec2-user` logs in with the instance key pair's key, and `user_data` runs once at first boot.
+- A few edge hosts: more machines, on 127.0.10.x, for the edge stack.
 Everything lives under `.deployer/sandbox/`; `down` stops every process it ever started (by pid,
-then by a command line naming that directory), and leaves files alone (host keys survive, so
-known_hosts stays valid across down/up).
+then by a command line naming that directory) and every machine, with the mounts, namespaces,
+bridge, route and cgroups made for them, and leaves files alone (host keys and machine disks
+survive, so known_hosts stays valid across down/up).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from deployer.secrets import Masker
 PROFILE = "sandbox"
 REGION = "us-east-1"
 EDGE_ADDRESSES = ("127.0.10.1", "127.0.10.2", "127.0.10.3")
+# The machines' private LAN: terraform/shared's VPC (vpc_cidr), so moto's private IPs (from its
+# subnet, 10.20.1.0/24) are machine addresses. Edge hosts take 10.20.250.x, outside that subnet.
+CIDR = "10.20.0.0/16"
+EDGE_PRIVATE_NET = "10.20.250."
+LOGIN_USER = "ec2-user"  # what the machines let in, as an Amazon Linux AMI does
 # What the command lines of the sandbox's own services contain (a reused pid is not ours).
 ENDPOINT_MARKER = "deployer.sandbox.endpoint"
 WATCHER_MARKER = "deployer.sandbox.instances"
@@ -42,6 +50,15 @@ def edge_addresses(environ: dict[str, str]) -> tuple[str, ...]:
     """The demo's edge hosts; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves them (two sandboxes at once)."""
     raw = environ.get("DEPLOYER_SANDBOX_EDGE_ADDRESSES", "")
     return tuple(raw.split()) if raw.strip() else EDGE_ADDRESSES
+
+
+def edge_machine(address: str) -> str:
+    """The machine name of the edge host on `address`.
+
+    >>> edge_machine("127.0.10.1")
+    'edge-127-0-10-1'
+    """
+    return "edge-" + address.replace(".", "-")
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,13 @@ def paths(work_dir: Path) -> Paths:
     return Paths(work_dir / "sandbox")
 
 
+def machines_of(p: Paths, image: Path | None = None, environ: dict[str, str] | None = None):
+    """The sandbox's machines (the instances' and the edge hosts'), in its own directory."""
+    from deployer.sandbox.machines import Machines
+
+    return Machines(p.root, image=image, cidr=CIDR, environ=environ)
+
+
 def _read_state(p: Paths) -> dict:
     try:
         return json.loads(p.state.read_text())
@@ -102,21 +126,27 @@ def environment(work_dir: Path) -> dict[str, str]:
 
 
 def check_prerequisites() -> None:
+    from deployer.sandbox import machines
+
     problems = []
     if os.geteuid() != 0:
         problems.append(
-            "the sandbox needs root: its hosts are OpenSSH servers on port 22 of 127.x addresses that"
-            " log in the instance's user (run as root, e.g. in a container or VM)")
-    for tool in ("/usr/sbin/sshd", "ssh-keygen", "git"):
+            "the sandbox needs root: its hosts are machines (systemd-nspawn, network namespaces,"
+            " overlay mounts) reached on port 22 of 127.x addresses (run as root, e.g. in a VM)")
+    needs = {"ssh-keygen": "openssh-client", "git": "git", "systemd-nspawn": "systemd-container",
+             "ip": "iproute2", "mount": "mount"}
+    if not any(machines.IMAGE_CACHE.glob(f"{machines.image_name()}/{machines.IMAGE_MARKER}")):
+        needs["debootstrap"] = "debootstrap"  # only to build the base image, once
+    for tool, package in needs.items():
         if not shutil.which(tool):
-            problems.append(f"{tool} is missing: apt-get install openssh-server openssh-client git")
+            problems.append(f"{tool} is missing: apt-get install {package}")
     if problems:
         raise ConfigError(problems)
 
 
 def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
     """Bring the sandbox up; idempotent (what already runs is reported unchanged)."""
-    from deployer.sandbox import sshd
+    from deployer.sandbox import machines, sshd
 
     check_prerequisites()
     p = paths(work_dir)
@@ -158,28 +188,45 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
         results.append(StepResult("operator key", CHANGED, f"generated {p.key}"))
     public_key = p.key.with_suffix(".pub").read_text().strip()
 
-    for address in edge_addresses(environ):
-        host = sshd.SandboxHost(p.hosts / address, address)
-        if host.is_running():
-            results.append(StepResult(f"edge host {address}", UNCHANGED, "sshd running"))
-        else:
-            host.start(authorized_keys=public_key)
-            results.append(StepResult(f"edge host {address}", CHANGED, "started sshd"))
+    image = machines.ensure_base_image(environ=environ)
+    results.append(image.result)
+    p.app_origin.mkdir(parents=True, exist_ok=True)  # bound into every machine: it must exist
+    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
+        sshd.SandboxHost(host_dir, host_dir.name).stop()  # an emulated host of an older sandbox
+    fleet = machines_of(p, image.path, environ)
+    booted = []
+    for index, address in enumerate(edge_addresses(environ), start=1):
+        name, private_ip = edge_machine(address), f"{EDGE_PRIVATE_NET}{index}"
+        try:
+            started = fleet.start(name, private_ip, address,
+                                  authorized_keys=public_key, login_user=LOGIN_USER,
+                                  binds=[p.app_origin], wait=False)
+        except machines.MachineError as exc:
+            raise SandboxError(f"edge host {address}: {exc}; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves"
+                               " the demo's edge hosts") from exc
+        if started.status == CHANGED:
+            booted.append(name)
+        results.append(StepResult(f"edge host {address}", started.status,
+                                  f"machine {name}, private {private_ip}: {started.reason}"))
+    for name in booted:  # they boot together; wait for them all once
+        fleet.wait_until_ready(name)
 
     watcher = state.get("watcher")
-    if watcher and is_alive(watcher["pid"], WATCHER_MARKER) and watcher.get("endpoint_pid") == ep["pid"]:
+    if (watcher and is_alive(watcher["pid"], WATCHER_MARKER) and watcher.get("endpoint_pid") == ep["pid"]
+            and watcher.get("image") == str(image.path)):
         results.append(StepResult("instance emulation", UNCHANGED, f"watcher pid {watcher['pid']}"))
     else:
         if watcher:  # it watches an endpoint that is gone: it must not outlive it
             stop_pid(watcher["pid"], WATCHER_MARKER)
         proc = process.start_background(
             [sys.executable, "-m", WATCHER_MARKER, str(p.root), ep["url"], ep["ca_bundle"],
-             str(ep["pid"])],
+             str(ep["pid"]), str(image.path)],
             env={**environ, **endpoint.SANDBOX_CREDENTIALS}, log_path=p.root / "instances.log")
-        state["watcher"] = {"pid": proc.pid, "endpoint_pid": ep["pid"]}
+        state["watcher"] = {"pid": proc.pid, "endpoint_pid": ep["pid"], "image": str(image.path)}
         _write_state(p, state)
         results.append(StepResult("instance emulation", CHANGED,
-                                  "watching EC2 instances with Elastic IPs (user_data is not run)"))
+                                  "watching EC2 instances: each running one becomes a machine"))
+    results.extend(_instance_machines(fleet))
 
     env = environment(work_dir)
     p.env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
@@ -187,9 +234,10 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
 
 
 def down(work_dir: Path) -> tuple[StepResult, ...]:
-    """Stop every process the sandbox ever started: the recorded ones by pid, then any other
-    whose command line names the sandbox's directory (an endpoint or watcher of an earlier `up`
-    whose record was lost). Files stay."""
+    """Stop every process the sandbox ever started: the recorded ones by pid, every machine
+    (machines.stop_all: with its mounts, namespaces, bridge, route and cgroups), then any other
+    process whose command line names the sandbox's directory (an endpoint or watcher of an
+    earlier `up` whose record was lost). Files stay, machine disks too."""
     from deployer.sandbox import sshd
 
     p = paths(work_dir)
@@ -199,10 +247,12 @@ def down(work_dir: Path) -> tuple[StepResult, ...]:
     stray = [pid for pid in process.pids_naming(str(p.root)) if is_alive(pid, WATCHER_MARKER)]
     if watcher and stop_pid(watcher["pid"], WATCHER_MARKER):
         results.append(StepResult("instance emulation", CHANGED, "stopped"))
-    for pid in stray:  # before the hosts: a watcher left running would start them again
+    for pid in stray:  # before the machines: a watcher left running would start them again
         if stop_pid(pid, WATCHER_MARKER):
             results.append(StepResult("instance emulation", CHANGED, f"stopped stray watcher {pid}"))
-    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
+    if (p.root / "machines.json").exists():
+        results.extend(r for r in machines_of(p).stop_all() if r.status != UNCHANGED)
+    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:  # an older sandbox's
         host = sshd.SandboxHost(host_dir, host_dir.name)
         if host.stop():
             results.append(StepResult(f"host {host_dir.name}", CHANGED, "stopped sshd"))
@@ -218,6 +268,7 @@ def down(work_dir: Path) -> tuple[StepResult, ...]:
 
 
 def status(work_dir: Path) -> tuple[StepResult, ...]:
+    """The endpoint, the watcher, and every machine (name, addresses, state)."""
     from deployer.sandbox import sshd
 
     p = paths(work_dir)
@@ -229,12 +280,31 @@ def status(work_dir: Path) -> tuple[StepResult, ...]:
     watcher = state.get("watcher")
     w_up = bool(watcher) and is_alive(watcher["pid"], WATCHER_MARKER)
     results.append(StepResult("instance emulation", "running" if w_up else "stopped", ""))
-    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
-        host = sshd.SandboxHost(host_dir, host_dir.name)
-        role = (host_dir / "role").read_text().strip() if (host_dir / "role").exists() else "host"
-        results.append(StepResult(f"{role} {host_dir.name}",
-                                  "running" if host.is_running() else "stopped", ""))
+    results.extend(_machine_lines(machines_of(p)))
+    for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:  # an older sandbox's
+        if sshd.SandboxHost(host_dir, host_dir.name).is_running():
+            results.append(StepResult(f"sshd host {host_dir.name}", "running", "emulated (old)"))
     return tuple(results)
+
+
+def _describe(machine) -> str:
+    """`private 10.20.1.5, public 127.1.2.3 (22,8080); ssh ready`"""
+    where = f"private {machine.private_ip}"
+    if machine.public_address:
+        where += f", public {machine.public_address}"
+    else:
+        where += ", no public address (ssh -J through a machine that has one)"
+    return where + ("; ssh ready" if machine.ssh_ready else "")
+
+
+def _machine_lines(fleet) -> list[StepResult]:
+    """Every machine: name, addresses, state."""
+    return [StepResult(f"machine {m.name}", m.status, _describe(m)) for m in fleet.status()]
+
+
+def _instance_machines(fleet) -> list[StepResult]:
+    """The instances' machines (the watcher's), as `up` lists them."""
+    return [r for r in _machine_lines(fleet) if r.name.startswith("machine i-")]
 
 
 class SandboxError(DeployerError):

@@ -1,13 +1,13 @@
 """A TCP forwarder from this machine's namespace into a sandbox machine's network namespace.
 
-    python -m deployer.sandbox.forwarder 127.0.177.1 22 /run/netns/dmab12cd-jump 10.77.0.1 22
+    python -m deployer.sandbox.forwarder 127.0.177.1 /run/netns/dmab12cd-jump 10.77.0.1 22 8080
 
-It listens on LISTEN_ADDRESS:LISTEN_PORT (a loopback address: the machine's "public address")
-and, for each connection, dials TARGET_ADDRESS:TARGET_PORT from INSIDE the machine's network
-namespace, then relays bytes both ways. The dialling happens on a thread of its own that has
-entered the namespace (setns(2) changes the calling thread only), and a socket keeps the
-namespace it was created in, so the host side needs no address routable to the machine and
-nothing else in this process ever leaves loopback.
+It listens on LISTEN_ADDRESS:PORT for every PORT given (a loopback address: the machine's
+"public address"; 22 and the ports its security groups open) and, for each connection, dials
+TARGET_ADDRESS:PORT from INSIDE the machine's network namespace, then relays bytes both ways.
+The dialling happens on a thread of its own that has entered the namespace (setns(2) changes
+the calling thread only), and a socket keeps the namespace it was created in, so the host side
+needs no address routable to the machine and nothing else in this process ever leaves loopback.
 """
 
 from __future__ import annotations
@@ -100,22 +100,39 @@ def _relay(client: socket.socket, netns: str, address: str, port: int) -> None:
     upstream.close()
 
 
-def serve(listen_address: str, listen_port: int, netns: str, address: str, port: int) -> None:
-    if not listen_address.startswith("127."):
-        raise SystemExit(f"the forwarder listens on loopback only, not {listen_address}")
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((listen_address, listen_port))
-    server.listen(128)
+def _accept(server: socket.socket, netns: str, address: str, port: int) -> None:
     while True:
         client, _ = server.accept()
         threading.Thread(target=_relay, args=(client, netns, address, port), daemon=True).start()
 
 
+def serve(listen_address: str, ports: list[int], netns: str, address: str) -> None:
+    """Bind every port first (a port that cannot be bound stops the forwarder, naming it), then
+    relay each on a thread of its own."""
+    if not listen_address.startswith("127."):
+        raise SystemExit(f"the forwarder listens on loopback only, not {listen_address}")
+    servers = []
+    for port in ports:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind((listen_address, port))
+        except OSError as exc:
+            raise SystemExit(f"cannot listen on {listen_address}:{port}: {exc}") from exc
+        server.listen(128)
+        servers.append((server, port))
+    threads = [threading.Thread(target=_accept, args=(server, netns, address, port), daemon=True)
+               for server, port in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def main(argv: list[str]) -> int:
-    """`forwarder LISTEN_ADDRESS LISTEN_PORT NETNS_PATH TARGET_ADDRESS TARGET_PORT`."""
-    listen_address, listen_port, netns, address, port = argv
-    serve(listen_address, int(listen_port), netns, address, int(port))
+    """`forwarder LISTEN_ADDRESS NETNS_PATH TARGET_ADDRESS PORT [PORT...]`."""
+    listen_address, netns, address, *ports = argv
+    serve(listen_address, [int(p) for p in ports], netns, address)
     return 0
 
 

@@ -1,99 +1,159 @@
-"""Instance emulation: `python -m deployer.sandbox.instances ROOT URL CA_BUNDLE ENDPOINT_PID`.
+"""Instances become machines: `python -m deployer.sandbox.instances ROOT URL CA_BUNDLE ENDPOINT_PID IMAGE`.
 
 Runs until its endpoint stops (or it is stopped). Every second it lists the EC2 instances of that
-endpoint. A running instance with an Elastic IP (moto's are 127.x.y.z) gets an sshd on that
-address, reachable exactly as the real instance would be: its own host key and $HOME, the
-instance key pair's public key in authorized_keys. "Booting" is emulated by writing the ready
-marker `.setup_complete` in that $HOME BOOT_SECONDS later; the instance's user_data is not run.
-An instance that stops, is terminated or loses its address loses its sshd.
+endpoint and makes the sandbox's machines (deployer/sandbox/machines.py) match them:
+
+- a running instance is a machine named after it, at its PrivateIpAddress (moto hands those out
+  from the subnet; the sandbox's private LAN is the VPC's CIDR), with `ec2-user` letting in the
+  instance key pair's public key, and the instance's `user_data` run once at first boot (the
+  ready marker is user_data's to write, as on EC2);
+- an instance with an Elastic IP (moto's are 127.x.y.z) is reachable on that address, on port 22
+  and on every single TCP port its security groups open for ingress; one without is private:
+  only other machines reach it (`ssh -J` through one that has a public address);
+- a machine whose instance stopped, was terminated or lost (or changed) its Elastic IP is
+  stopped (one that still runs boots again at once, its disk kept, at the addresses it has now);
+  an Elastic IP associated with a running instance's machine is forwarded without a restart.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import ipaddress
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-BOOT_SECONDS = 2.0
 POLL_SECONDS = 1.0
-READY_MARKER = ".setup_complete"
+INSTANCE_PREFIX = "i-"  # machines named after instances; the others (edge hosts) are not ours
 
 
-def running_instances(ec2) -> dict[str, dict[str, str]]:
-    """{address: {"instance": id, "key": public key}} for running instances with a loopback EIP."""
+@dataclass(frozen=True)
+class Instance:
+    instance: str
+    private_ip: str
+    public_address: str | None
+    ports: tuple[int, ...] = ()
+    key_name: str = ""
+    groups: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def forwarded(self) -> list[int]:
+        """What machines.start records for it: 22 and its open ports, when it has an address."""
+        return sorted({22, *self.ports}) if self.public_address else []
+
+
+def ingress_ports(groups: list[dict]) -> tuple[int, ...]:
+    """The single TCP ports the security groups open for ingress (ranges are not forwarded).
+
+    >>> ingress_ports([{"IpPermissions": [{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080},
+    ...     {"IpProtocol": "tcp", "FromPort": 1000, "ToPort": 2000}, {"IpProtocol": "-1"}]}])
+    (8080,)
+    """
+    ports = set()
+    for group in groups:
+        for rule in group.get("IpPermissions", []):
+            if rule.get("IpProtocol") in ("tcp", "6") and rule.get("FromPort") == rule.get("ToPort"):
+                if isinstance(rule.get("FromPort"), int) and 0 < rule["FromPort"] < 65536:
+                    ports.add(rule["FromPort"])
+    return tuple(sorted(ports))
+
+
+def running_instances(ec2) -> dict[str, Instance]:
+    """{instance id: Instance} for every running instance."""
     addresses = ec2.describe_addresses()["Addresses"]
-    by_instance = {a["InstanceId"]: a["PublicIp"] for a in addresses if a.get("InstanceId")}
-    if not by_instance:
-        return {}
-    found = {}
-    reservations = ec2.describe_instances(
-        InstanceIds=list(by_instance),
-        Filters=[{"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
-    for reservation in reservations:
-        for instance in reservation["Instances"]:
-            address = by_instance[instance["InstanceId"]]
-            if not address.startswith("127."):
-                continue  # never bind or connect outside loopback
-            key = ""
-            if instance.get("KeyName"):
-                pairs = ec2.describe_key_pairs(KeyNames=[instance["KeyName"]], IncludePublicKey=True)
-                key = pairs["KeyPairs"][0].get("PublicKey", "").strip()
-            found[address] = {"instance": instance["InstanceId"], "key": key}
+    by_instance = {a["InstanceId"]: a["PublicIp"] for a in addresses
+                   if a.get("InstanceId") and a.get("PublicIp", "").startswith("127.")}
+    found: dict[str, Instance] = {}
+    paginator = ec2.get_paginator("describe_instances")
+    pages = paginator.paginate(Filters=[{"Name": "instance-state-name", "Values": ["running"]}])
+    instances = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    group_ids = sorted({g["GroupId"] for i in instances for g in i.get("SecurityGroups", [])})
+    groups = {}
+    if group_ids:
+        groups = {g["GroupId"]: g for g in ec2.describe_security_groups(GroupIds=group_ids)["SecurityGroups"]}
+    for instance in instances:
+        if not instance.get("PrivateIpAddress"):
+            continue
+        mine = [groups[g["GroupId"]] for g in instance.get("SecurityGroups", []) if g["GroupId"] in groups]
+        found[instance["InstanceId"]] = Instance(
+            instance["InstanceId"], instance["PrivateIpAddress"], by_instance.get(instance["InstanceId"]),
+            ingress_ports(mine), instance.get("KeyName", ""))
     return found
 
 
-def reconcile(ec2, hosts_dir: Path, booting: dict[str, float], log) -> None:
-    """One pass: start, finish booting, or stop emulated instances to match the endpoint."""
-    from deployer.sandbox.sshd import SandboxHost
+def boot_inputs(ec2, instance: Instance) -> tuple[str, str | None]:
+    """The key pair's public key and the user_data script (None when the instance has none)."""
+    key = ""
+    if instance.key_name:
+        pairs = ec2.describe_key_pairs(KeyNames=[instance.key_name], IncludePublicKey=True)
+        key = pairs["KeyPairs"][0].get("PublicKey", "").strip()
+    value = ec2.describe_instance_attribute(InstanceId=instance.instance, Attribute="userData"
+                                            ).get("UserData", {}).get("Value")
+    user_data = base64.b64decode(value).decode("utf-8", errors="replace") if value else None
+    return key, user_data
 
+
+def reconcile(ec2, machines, binds: list[Path], log, skipped: set[str]) -> None:
+    """One pass: boot, re-address or stop machines to match the endpoint's instances."""
     wanted = running_instances(ec2)
-    for address, info in wanted.items():
-        host = SandboxHost(hosts_dir / address, address)
-        role_file = host.directory / "role"
-        marker = host.home / READY_MARKER
-        if host.is_running() and role_file.exists() and info["instance"] in role_file.read_text():
-            if address in booting and time.monotonic() >= booting[address]:
-                del booting[address]
-                marker.write_text(json.dumps({"instance": info["instance"], "emulated": True}) + "\n")
-                log(f"{info['instance']}: ready ({marker})")
+    recorded = machines.recorded()
+    for iid, instance in sorted(wanted.items()):
+        if ipaddress.ip_address(instance.private_ip) not in machines.network:
+            if iid not in skipped:
+                skipped.add(iid)
+                log(f"{iid}: private IP {instance.private_ip} is outside the sandbox's"
+                    f" {machines.network}; no machine")
             continue
-        host.stop()
-        host.directory.mkdir(parents=True, exist_ok=True)
-        role_file.write_text(f"instance {info['instance']}\n")
-        marker.unlink(missing_ok=True)  # a new instance boots afresh
-        host.start(authorized_keys=info["key"])
-        booting[address] = time.monotonic() + BOOT_SECONDS
-        log(f"{info['instance']}: sshd on {address}:22; booting")
-    for role_file in hosts_dir.glob("*/role"):
-        address = role_file.parent.name
-        if role_file.read_text().startswith("instance") and address not in wanted:
-            host = SandboxHost(role_file.parent, address)
-            if host.stop():
-                log(f"{address}: instance gone; sshd stopped")
-            (host.home / READY_MARKER).unlink(missing_ok=True)
+        entry = recorded.get(iid)
+        running = bool(entry) and machines.is_running(iid)
+        if running and (entry["private_ip"], entry.get("public_address")) == (
+                instance.private_ip, instance.public_address) and (
+                entry.get("ports", []) == instance.forwarded or not instance.public_address):
+            continue
+        if running and (entry["private_ip"] != instance.private_ip or (
+                entry.get("public_address") not in (None, instance.public_address))):
+            # Its Elastic IP went or moved: down, then up again at what it has now. (An address
+            # that arrives needs no restart: start() adds the forwarder to the running machine.)
+            machines.stop(iid)
+            log(f"{iid}: address changed ({entry.get('public_address') or 'none'} ->"
+                f" {instance.public_address or 'none'}); machine stopped")
+        key, user_data = boot_inputs(ec2, instance)
+        result = machines.start(iid, instance.private_ip, instance.public_address,
+                                authorized_keys=key, user_data=user_data, ports=instance.ports,
+                                binds=binds, wait=False)
+        log(f"{iid}: {result.status}: {result.reason}")
+    for name in sorted(recorded):
+        if name.startswith(INSTANCE_PREFIX) and name not in wanted:
+            result = machines.stop(name)
+            log(f"{name}: instance gone; machine {result.reason}")
 
 
 def main(argv: list[str]) -> int:
-    """`instances ROOT URL CA_BUNDLE ENDPOINT_PID`: watch that endpoint, and stop with it."""
+    """`instances ROOT URL CA_BUNDLE ENDPOINT_PID IMAGE`: watch that endpoint, and stop with it."""
     import boto3
 
     from deployer.process import is_alive
+    from deployer.sandbox.cloud import CIDR, Paths
+    from deployer.sandbox.machines import Machines
 
-    root, url, ca_bundle, endpoint_pid = Path(argv[0]), argv[1], argv[2], int(argv[3])
+    root, url, ca_bundle, endpoint_pid, image = (Path(argv[0]), argv[1], argv[2], int(argv[3]),
+                                                 Path(argv[4]))
     ec2 = boto3.client("ec2", endpoint_url=url, region_name="us-east-1", verify=ca_bundle,
                        aws_access_key_id="sandbox", aws_secret_access_key="sandbox-secret")
+    machines = Machines(root, image=image, cidr=CIDR)
+    binds = [Paths(root).app_origin]
 
     def log(text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)  # noqa: T201  # the watcher's own log file
 
-    log(f"watching for instances at {url} (endpoint pid {endpoint_pid})")
-    booting: dict[str, float] = {}
+    log(f"watching for instances at {url} (endpoint pid {endpoint_pid}); machines on {CIDR}")
+    skipped: set[str] = set()
     while is_alive(endpoint_pid, "deployer.sandbox.endpoint"):
         try:
-            reconcile(ec2, root / "hosts", booting, log)
+            reconcile(ec2, machines, binds, log, skipped)
         except Exception as exc:  # noqa: BLE001  # a daemon: report and keep watching
-            log(f"error: {exc}")
+            log(f"error: {type(exc).__name__}: {exc}")
         time.sleep(POLL_SECONDS)
     log(f"endpoint pid {endpoint_pid} is gone; the watcher stops with it")
     return 0

@@ -198,20 +198,26 @@ def overlay_mount_argv(lower: Path, upper: Path, work: Path, target: Path) -> li
             f"lowerdir={lower},upperdir={upper},workdir={work}", str(target)]
 
 
-def nspawn_argv(name: str, root: Path, netns: str) -> list[str]:
+def nspawn_argv(name: str, root: Path, netns: str, binds: Sequence[Path] = ()) -> list[str]:
     """Boot `root` with systemd as PID 1 in the network namespace `netns`. The machine name
     nspawn knows is the namespace's (unique on this machine: nspawn keeps per-name state in
     /run/systemd/nspawn/propagate/<name>); the hostname is `name`.
 
+    `binds` are directories of this machine shown read-only at the same path inside (the
+    sandbox's git origin, so a `file://` URL means the same on every machine).
+
     >>> nspawn_argv("app", Path("/m/root"), "dm1-app")[:5]
     ['systemd-nspawn', '--directory=/m/root', '--boot', '--machine=dm1-app', '--hostname=app']
+    >>> nspawn_argv("app", Path("/m/root"), "dm1-app", [Path("/s/app.git")])[-1]
+    '--bind-ro=/s/app.git'
     """
     return ["systemd-nspawn", f"--directory={root}", "--boot", f"--machine={netns}",
             f"--hostname={name}",
             # PID 1 of this machine is not systemd: no machined to register with, no scope units.
             "--register=no", "--keep-unit",
             f"--network-namespace-path={NETNS_DIR / netns}",
-            "--console=read-only", "--link-journal=no", "--resolv-conf=off"]
+            "--console=read-only", "--link-journal=no", "--resolv-conf=off",
+            *(f"--bind-ro={path}" for path in binds)]
 
 
 # The supervisor: a few hundred KiB of sh rather than a Python interpreter per machine. It joins
@@ -391,6 +397,7 @@ class Machines:
 
     def start(self, name: str, private_ip: str, public_address: str | None = None, *,
               authorized_keys: str = "", login_user: str = "ec2-user", user_data: str | None = None,
+              ports: Sequence[int] = (), binds: Sequence[Path] = (),
               wait: bool = True, timeout: float = 60.0) -> StepResult:
         """Boot machine `name` (a running one is left alone: `unchanged`).
 
@@ -398,6 +405,9 @@ class Machines:
         `login_user` with passwordless sudo and `authorized_keys`, and, when given, `user_data`:
         a script run once, as root, at first boot (recorded in /var/lib/deployer/user-data.done).
         `wait` waits until its sshd answers (through the public address when it has one).
+        The public address forwards port 22 and every port of `ports` into the machine (a running
+        machine whose `ports` changed gets a new forwarder); `binds` are this machine's
+        directories shown read-only inside (see nspawn_argv), fixed at boot.
         """
         if not _NAME.match(name):
             raise MachineError(f"machine names are [a-z][a-z0-9-]{{0,30}}, not {name!r}")
@@ -407,37 +417,56 @@ class Machines:
             raise MachineError(f"{private_ip} is not a host address of {self.network}")
         if public_address is not None and not public_address.startswith("127."):
             raise MachineError(f"public addresses live on loopback only, not {public_address}")
+        forwarded = sorted({22, *(int(p) for p in ports)}) if public_address else []
         with self._state() as state:
             known = state["machines"].get(name)
             if known and is_alive(known.get("supervisor", 0), str(self.machine_dir(name))):
+                if (public_address and not known.get("public_address")
+                        and known["private_ip"] == private_ip):
+                    # A public address arrives (an Elastic IP associated): as on EC2, the
+                    # machine keeps running and is reachable there from now on.
+                    if _answers(public_address, 22):
+                        raise MachineError(f"{public_address}:22 already answers, and not for"
+                                           " this sandbox")
+                    known["public_address"] = public_address
+                    known["ports"] = []  # the forwarder is started below
                 if (known["private_ip"], known.get("public_address")) != (private_ip, public_address):
                     raise MachineError(
                         f"machine {name} runs with {known['private_ip']}"
                         f" / {known.get('public_address')}; stop it before changing its addresses")
                 reason = "already running"
-                if public_address and not is_alive(known.get("forwarder", 0), FORWARDER_MARKER):
-                    known["forwarder"] = self._start_forwarder(name, private_ip, public_address)
-                    reason = "already running; restarted its public forwarder"
+                alive = is_alive(known.get("forwarder", 0), FORWARDER_MARKER)
+                if public_address and (not alive or known.get("ports", [22]) != forwarded):
+                    if alive:
+                        stop_pid(known["forwarder"], FORWARDER_MARKER)
+                    known["ports"] = forwarded
+                    self._write(state)
+                    known["forwarder"] = self._start_forwarder(name, private_ip, public_address,
+                                                               forwarded)
+                    reason = (f"already running; forwarding {public_address} ports"
+                              f" {','.join(map(str, forwarded))}")
                 result = StepResult(f"machine {name}", UNCHANGED if reason == "already running"
                                     else CHANGED, reason)
             else:
                 if known:  # recorded but not running (crashed, or this machine rebooted)
                     self._teardown(state, name)
                 result = self._boot(state, name, private_ip, public_address, authorized_keys,
-                                    login_user, user_data)
+                                    login_user, user_data, forwarded, binds)
         if wait:
             self.wait_until_ready(name, timeout)
         return result
 
     def _boot(self, state: dict, name: str, private_ip: str, public_address: str | None,
-              authorized_keys: str, login_user: str, user_data: str | None) -> StepResult:
+              authorized_keys: str, login_user: str, user_data: str | None,
+              forwarded: Sequence[int] = (22,), binds: Sequence[Path] = ()) -> StepResult:
         if self.image is None or not (self.image / IMAGE_MARKER).exists():
             raise MachineError(f"no complete base image at {self.image}; run ensure_base_image()")
         if public_address and _answers(public_address, 22):
             raise MachineError(f"{public_address}:22 already answers, and not for this sandbox")
         self._ensure_network(state)
         entry = state["machines"][name] = {
-            "private_ip": private_ip, "public_address": public_address, "made": []}
+            "private_ip": private_ip, "public_address": public_address, "made": [],
+            "ports": list(forwarded) if public_address else []}
         made: list[list[str]] = entry["made"]  # what to undo, in the order it was made
         try:
             mdir = self.machine_dir(name)
@@ -451,6 +480,7 @@ class Machines:
             if first_boot:
                 self._prepare(name, login_user, user_data)
             self._install_keys(name, login_user, authorized_keys)
+            self._trust_binds(name, binds)
 
             netns = self.netns(name)
             veth = "v" + hashlib.sha256(name.encode()).hexdigest()[:12]
@@ -467,33 +497,36 @@ class Machines:
                 cgroup.mkdir(parents=True, exist_ok=True)
                 made.append(["cgroup", str(cgroup)])
             supervisor = process.start_background(
-                supervisor_argv(mdir, self.cgroups(name), nspawn_argv(name, root, netns)),
+                supervisor_argv(mdir, self.cgroups(name), nspawn_argv(name, root, netns, binds)),
                 env=self.environ, log_path=mdir / "nspawn.log")
             entry["supervisor"] = supervisor.pid
             self._write(state)
             if public_address:
-                entry["forwarder"] = self._start_forwarder(name, private_ip, public_address)
+                entry["forwarder"] = self._start_forwarder(name, private_ip, public_address,
+                                                           forwarded)
         except BaseException:
             self._teardown(state, name)
             raise
         what = "first boot" if first_boot else "booted again (its disk kept)"
-        via = f"; ssh {public_address}:22" if public_address else "; private only"
+        via = (f"; public {public_address} ports {','.join(map(str, forwarded))}" if public_address
+               else "; private only")
         return StepResult(f"machine {name}", CHANGED, f"{what} at {private_ip}{via}")
 
-    def _start_forwarder(self, name: str, private_ip: str, public_address: str) -> int:
+    def _start_forwarder(self, name: str, private_ip: str, public_address: str,
+                         ports: Sequence[int] = (22,)) -> int:
         proc = process.start_background(
-            [sys.executable, "-m", FORWARDER_MARKER, public_address, "22",
-             str(NETNS_DIR / self.netns(name)), private_ip, "22"],
+            [sys.executable, "-m", FORWARDER_MARKER, public_address,
+             str(NETNS_DIR / self.netns(name)), private_ip, *(str(p) for p in ports)],
             env=self.environ, log_path=self.machine_dir(name) / "forwarder.log")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 log = (self.machine_dir(name) / "forwarder.log").read_text(errors="replace")
                 raise MachineError(f"the forwarder for {public_address} exited: {log.splitlines()[-1:]}")
-            if _listens(public_address, 22):
+            if all(_listens(public_address, p) for p in ports):
                 return proc.pid
             time.sleep(0.02)
-        raise MachineError(f"the forwarder for {public_address}:22 did not listen within 10s")
+        raise MachineError(f"the forwarder for {public_address} did not listen within 10s")
 
     def _ensure_network(self, state: dict) -> None:
         """The hub namespace (bridge) and the unreachable route for the CIDR, once per sandbox."""
@@ -564,6 +597,17 @@ class Machines:
                 link.symlink_to("/etc/systemd/system/deployer-user-data.service")
         (self.machine_dir(name) / "prepared").write_text(f"{login_user}\n")
 
+    def _trust_binds(self, name: str, binds: Sequence[Path]) -> None:
+        """A bind keeps its owner (root), and git refuses a repository another user owns
+        ("detected dubious ownership"), so the login user could not clone the sandbox's origin:
+        each bind is a safe.directory in the machine's own /etc/gitconfig."""
+        gitconfig = self.root(name) / "etc" / "gitconfig"
+        if binds:
+            gitconfig.write_text("# Written by deployer's sandbox: its read-only binds.\n[safe]\n"
+                                 + "".join(f"\tdirectory = {path}\n" for path in binds))
+        elif gitconfig.exists():
+            gitconfig.unlink()
+
     def _install_keys(self, name: str, login_user: str, authorized_keys: str) -> None:
         root = self.root(name)
         entry = _passwd_entry(root, login_user)
@@ -603,6 +647,14 @@ class Machines:
             time.sleep(0.05)
         raise MachineError(f"machine {name}: sshd did not answer within {timeout:.0f}s; see "
                            f"{self.machine_dir(name) / 'console.log'}")
+
+    def recorded(self) -> dict[str, dict]:
+        """What machines.json says about each machine (addresses, ports, pids), unlocked: a
+        snapshot for a caller that then asks start() or stop(), which decide under the lock."""
+        try:
+            return dict(json.loads(self.state_path.read_text())["machines"])
+        except (OSError, ValueError, KeyError):
+            return {}
 
     def is_running(self, name: str) -> bool:
         try:
