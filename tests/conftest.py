@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -202,6 +203,16 @@ def ssh_hosts(tmp_path: Path, operator_key: Path) -> Iterator[Callable[[int], li
     yield start
     for host in started:
         host.stop()
+
+
+def wait_for(predicate: Callable[[], object], seconds: float = 15, every: float = 0.1) -> bool:
+    """True once `predicate()` holds, False after `seconds`: for what a test waits on."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return False
 
 
 def have(binary: str) -> bool:

@@ -29,7 +29,7 @@ import pytest
 from deployer.process import pids_naming
 from deployer.sandbox import machines as m
 
-from conftest import DEPLOY, PROJECT_LINKS, REPO
+from conftest import DEPLOY, PROJECT_LINKS, REPO, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -360,14 +360,6 @@ def _cmdline(pid: int) -> bytes:
     except OSError:
         return b""
 
-
-def wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 # Scenario 13 needs the dashboard host, which scenario 10 destroys: it runs here, before 9.

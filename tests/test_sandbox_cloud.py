@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from deployer.process import is_alive, pids_naming
 from deployer.sandbox import cloud, endpoint
+
+from conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +38,6 @@ def environ(index: int) -> dict[str, str]:
 def state(work: Path) -> dict:
     return json.loads((work / "sandbox" / "state.json").read_text())
 
-
-def wait_for(predicate, seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_live_endpoint_that_does_not_answer_is_never_replaced(

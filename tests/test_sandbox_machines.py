@@ -22,6 +22,8 @@ import pytest
 from deployer.process import pids_naming
 from deployer.sandbox import machines as m
 
+from conftest import wait_for
+
 # Never skipped: without root, systemd-nspawn or debootstrap these fail, saying which (`make
 # test` installs the packages; CI runs as root).
 pytestmark = pytest.mark.slow
@@ -84,14 +86,6 @@ def ssh(config: Path, target: str, command: str, *, jump: bool = True,
         raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
     return done
 
-
-def wait_for(predicate, seconds: float = 60) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_users_and_files_stay_inside_their_machine(fleet: m.Machines, ssh_config: Path) -> None:
