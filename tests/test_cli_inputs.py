@@ -310,7 +310,8 @@ def project(tmp_path: Path, provider_mirror: Path) -> Path:
     return path
 
 
-def run(project: Path, row: Row, endpoint_url: str) -> subprocess.CompletedProcess[str]:
+def run(project: Path, row: Row, endpoint_url: str, *, aws: bool = True,
+        ) -> subprocess.CompletedProcess[str]:
     for rel, content in row.files.items():
         target = project / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +324,8 @@ def run(project: Path, row: Row, endpoint_url: str) -> subprocess.CompletedProce
                "AWS_SECRET_ACCESS_KEY": "y" * 20, "DEPLOYER_ENGINE": "embedded",
                "DEPLOYER_PROVIDER_MIRROR": str(project / ".mirror"),
                **{k: v.replace("@project", str(project)) for k, v in row.environ.items()}}
+    if not aws:
+        environ = {k: v for k, v in environ.items() if not k.startswith("AWS_")}
     return subprocess.run([DEPLOY, *row.args], cwd=project, env=environ, capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
 
@@ -364,11 +367,26 @@ def test_a_valid_edge_input_does_reach_the_host(project: Path, endpoint_counter,
     endpoint_url, _ = endpoint_counter
     port, connections = host_counter
     before = connections.count
+    # No AWS here: with the counting endpoint (500 to everything) the run lock would stop the
+    # run before any host, rightly; without AWS the run says so and goes on to the hosts.
     done = run(project, Row("valid", ("edge", "qa", "apply", "--accept-new-host-keys"), (),
-                            {"deployments/env-qa": edge_env(port)}), endpoint_url)
+                            {"deployments/env-qa": edge_env(port)}), endpoint_url, aws=False)
     assert done.returncode == 1, done.stderr  # the listener speaks no SSH
+    assert "run lock: no AWS configured" in done.stderr
     assert connections.count > before
     assert (project / ".deployer" / "logs").is_dir()
+
+
+def test_an_aws_error_taking_the_run_lock_stops_before_any_host(project: Path, endpoint_counter,
+                                                                host_counter) -> None:
+    endpoint_url, requests = endpoint_counter
+    port, connections = host_counter
+    before = (requests.count, connections.count)
+    done = run(project, Row("valid", ("edge", "qa", "apply", "--accept-new-host-keys"), (),
+                            {"deployments/env-qa": edge_env(port)}), endpoint_url)
+    assert done.returncode == 1, done.stderr
+    assert "error: run lock: " in done.stderr and "Traceback" not in done.stderr
+    assert requests.count > before[0] and connections.count == before[1]
 
 
 def test_a_valid_dashboard_input_does_reach_the_endpoint(project: Path, endpoint_counter) -> None:
