@@ -251,6 +251,17 @@ def _value_problems(path: Path, stack: Stack, values: Mapping[str, str]) -> list
             value = values.get(name)
             if value and (bad := check(value)):
                 add(f"{path}: {name} {bad}; it must be {what}")
+    from deployer.stacks import USER_NAME
+    for name in ((stack.users.bootstrap_user_variable, stack.users.deploy_user_variable)
+                 if stack.users else ()):
+        if values.get(name) and not USER_NAME.fullmatch(values[name]):
+            add(f"{path}: {name} must be a user name (lowercase letters, digits, '_' and '-',"
+                " starting with a letter or '_', at most 32)")
+    addresses = [t[2] for t in stack.users.trust] if stack.users else []
+    addresses += [r.to_variable for r in stack.doctor.reach] if stack.doctor else []
+    for name in addresses:
+        if values.get(name) and not validate.host_address(values[name]):
+            add(f"{path}: {name} must be an IP address or a host name (letters, digits, '-', '.')")
     for spec in (role.hosts for role in stack.roles):
         if spec.source == "env" and values.get(spec.variable):
             _, bad_hosts = parse_host_list(values[spec.variable], default_user=spec.user,

@@ -34,6 +34,109 @@ class Variables:
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
+    # Asked for once when interactive and missing from the env file (else required there), and
+    # kept in deployments/secrets-ENV with the generated secrets: a domain, an e-mail.
+    ask: tuple[str, ...] = ()
+
+
+GENERATED_FORMATS = ("hex", "base64", "alnum", "laravel")
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A secret deployer makes once into deployments/secrets-ENV and never regenerates:
+    `hex`/`base64` of `length` random bytes, `alnum` of `length` characters, `laravel` the
+    `base64:` key Laravel's APP_KEY is."""
+
+    name: str
+    format: str
+    length: int = 32
+
+
+@dataclass(frozen=True)
+class UsersSpec:
+    """Existing servers: the first login is `bootstrap_user_variable`'s user (root, or a sudo
+    user); deployer creates `deploy_user_variable`'s user with sudo and the operator's key, and
+    every later phase logs in as it. `trust`: (from role, to role, to_variable): a key made on
+    each `from` host is authorized on every `to` host, and SSH from one to the address in the
+    env variable `to_variable` (the `to` host as the `from` host sees it) must then need no
+    password."""
+
+    bootstrap_user_variable: str
+    deploy_user_variable: str
+    trust: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProvisionDir:
+    path: str  # absolute on the host
+    owner: str = "root"  # a user name, or "deploy" for the deploy user
+    mode: str = "0755"
+
+
+@dataclass(frozen=True)
+class ProvisionFile:
+    """A file of the host's system: rendered from `template` (quoted per `format`) or copied from
+    `source` as it is; a change reloads (or, without ExecReload, restarts) the units of `reload`."""
+
+    path: str  # absolute on the host
+    template: str = ""  # relative to the project
+    source: str = ""  # relative to the project
+    mode: str = "0644"
+    owner: str = "root"
+    format: str = "raw"
+    reload: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProvisionUnit:
+    name: str  # systemd unit name without `.service`
+    template: str  # relative to the project
+    start: bool = True  # enabled and started; False: installed only (the app's release starts it)
+
+
+@dataclass(frozen=True)
+class Provision:
+    """What a role's hosts get from their OS before any release: packages (`name` or
+    `name=version`), directories, system files and systemd units; each reported installed,
+    changed or already present."""
+
+    packages: tuple[str, ...] = ()
+    dirs: tuple[ProvisionDir, ...] = ()
+    files: tuple[ProvisionFile, ...] = ()
+    units: tuple[ProvisionUnit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Pre-flight: every host of role `from_role` must open a TCP connection to the address in
+    the env variable `to_variable`, on `port`."""
+
+    from_role: str
+    to_variable: str
+    port: int = 22
+
+
+@dataclass(frozen=True)
+class DoctorSpec:
+    """Pre-flight checks (`deploy doctor`, and first in every apply)."""
+
+    min_free_mb: int = 1024
+    disk_path: str = "/"
+    os: tuple[str, ...] = ()  # "debian 12", "ubuntu 24.04": ID and VERSION_ID of os-release
+    commands: tuple[str, ...] = ()  # needed on every host
+    tools: tuple[str, ...] = ("ssh", "git")  # needed here
+    max_clock_skew: float = 5.0
+    reach: tuple[Reach, ...] = ()
+
+
+@dataclass(frozen=True)
+class UrlCheck:
+    """Checked from this machine at the end of an apply (2xx), and printed as an access URL."""
+
+    name: str
+    url: str  # a template: env values, e.g. http://{{ observability_address }}:9090/-/healthy
+    show: str = ""  # the access URL printed; empty: no access URL, only the check
 
 
 @dataclass(frozen=True)
@@ -139,7 +242,9 @@ class Role:
 
     name: str
     hosts: HostsSpec
-    app: str  # a key of Stack.apps
+    app: str = ""  # a key of Stack.apps; "": the role's hosts get only their provisioning
+    provision: Provision | None = None
+    services: tuple[str, ...] = ()  # units that must be active at the end of an apply
 
 
 @dataclass(frozen=True)
@@ -173,6 +278,11 @@ class Stack:
     phases: tuple[Phase, ...] = ()
     apps: Mapping[str, AppSpec] = field(default_factory=dict)
     role: str = ""  # set on a view: the role it is
+    users: UsersSpec | None = None
+    generate: tuple[Generated, ...] = ()
+    doctor: DoctorSpec | None = None
+    urls: tuple[UrlCheck, ...] = ()
+    deploy_log: str = ""  # a directory on each host for its deployment log, e.g. /var/log/x-deploy
 
     def __post_init__(self) -> None:
         if self.hosts is not None and self.app is not None and not self.roles:
@@ -183,15 +293,25 @@ class Stack:
 
     @property
     def secret_names(self) -> frozenset[str]:
-        return frozenset(self.variables.secrets)
+        return frozenset(self.variables.secrets) | {g.name for g in self.generate}
+
+    @property
+    def kept_names(self) -> tuple[str, ...]:
+        """What deployments/secrets-ENV holds: generated secrets, then the asked values."""
+        return (*(g.name for g in self.generate), *self.variables.ask)
+
+    def role_of(self, name: str) -> Role:
+        found = next((r for r in self.roles if r.name == name), None)
+        if found is None:
+            raise ConfigError(f"stack {self.name} has no role {name!r} (roles:"
+                              f" {', '.join(r.name for r in self.roles) or 'none'})")
+        return found
 
     def view(self, role: str) -> Stack:
         """This stack as seen by one role: its hosts and its app, in `hosts` and `app`."""
-        found = next((r for r in self.roles if r.name == role), None)
-        if found is None:
-            raise ConfigError(f"stack {self.name} has no role {role!r} (roles:"
-                              f" {', '.join(r.name for r in self.roles) or 'none'})")
-        return dataclasses.replace(self, hosts=found.hosts, app=self.apps[found.app], role=role)
+        found = self.role_of(role)
+        return dataclasses.replace(self, hosts=found.hosts, app=self.apps.get(found.app),
+                                   role=role)
 
     def views(self) -> tuple[Stack, ...]:
         """Every role as a one-role stack, in phase order."""
@@ -246,7 +366,8 @@ def _shown(text: str, limit: int = 40) -> str:
 def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
     reader = _Reader(path)
     top = reader.table(data, "", {"description", "terraform", "variables", "hosts", "app",
-                                  "roles", "apps", "phases"})
+                                  "roles", "apps", "phases", "users", "generate", "doctor", "urls",
+                                  "deploy_log"})
     terraform = None
     if "terraform" in top:
         t = reader.table(top["terraform"], "terraform", {"root", "call_out"})
@@ -254,11 +375,13 @@ def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
             root=reader.string(t, "terraform.root", required=True),
             call_out=reader.strings(t, "terraform.call_out"),
         )
-    v = reader.table(top.get("variables", {}), "variables", {"required", "optional", "secrets"})
+    v = reader.table(top.get("variables", {}), "variables",
+                     {"required", "optional", "secrets", "ask"})
     variables = Variables(
         required=reader.strings(v, "variables.required"),
         optional=reader.strings(v, "variables.optional"),
         secrets=reader.strings(v, "variables.secrets"),
+        ask=reader.strings(v, "variables.ask"),
     )
     legacy = {"hosts", "app"} & set(top)
     modern = {"roles", "apps", "phases"} & set(top)
@@ -278,8 +401,19 @@ def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
         phases = _phases(reader, top.get("phases"), roles)
         if len(roles) == 1:
             hosts, app = roles[0].hosts, apps.get(roles[0].app)
+    deploy_log = reader.string(top, "deploy_log")
+    if deploy_log and not _is_system_path(deploy_log):
+        reader.problem(f"deploy_log {_shown(deploy_log)} must be an absolute path of letters,"
+                       " digits and . _ - / (no '..')")
     stack = Stack(name, path, str(top.get("description", "")), terraform, variables, hosts, app,
-                  roles, phases, apps)
+                  roles, phases, apps, users=_users(reader, top.get("users")),
+                  generate=_generate(reader, top.get("generate", [])),
+                  doctor=_doctor(reader, top["doctor"]) if "doctor" in top else None,
+                  urls=tuple(UrlCheck(reader.string(u, f"urls[{i}].name", required=True),
+                                      reader.string(u, f"urls[{i}].url", required=True),
+                                      reader.string(u, f"urls[{i}].show"))
+                             for i, u in enumerate(reader.tables(top, "urls", "", {"name", "url", "show"}))),
+                  deploy_log=deploy_log)
     reader.check_references(stack, legacy=bool(legacy) and not modern)
     reader.raise_problems()
     return stack
@@ -298,15 +432,148 @@ def _named_tables(reader: _Reader, raw: Any, where: str) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if NAME.fullmatch(k)}
 
 
+SYSTEM_PATH = re.compile(r"/[A-Za-z0-9._@+/-]*")  # a path on a host's system: no shell, no '..'
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+UNIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:*-]+)?")  # Debian's names; `=version`
+MODE = re.compile(r"0?[0-7]{3}")
+
+
+def _is_system_path(path: str) -> bool:
+    return bool(SYSTEM_PATH.fullmatch(path)) and ".." not in path.split("/")
+
+
 def _role(reader: _Reader, name: str, raw: Any, apps: Mapping[str, AppSpec]) -> Role:
     prefix = f"roles.{name}"
-    table = reader.table(raw, prefix, {"app", *HostsSpec.__dataclass_fields__})
-    app = reader.string(table, f"{prefix}.app", required=True)
+    own = {"app", "provision", "services"}
+    table = reader.table(raw, prefix, {*own, *HostsSpec.__dataclass_fields__})
+    app = reader.string(table, f"{prefix}.app")
     if app and app not in apps:
         reader.problem(f"{prefix}.app names {app!r}, which is not an [apps.*] table"
                        f" (apps: {', '.join(apps) or 'none'})")
-    hosts = _hosts(reader, {k: v for k, v in table.items() if k != "app"}, prefix)
-    return Role(name, hosts, app)
+    provision = _provision(reader, table["provision"], f"{prefix}.provision") \
+        if "provision" in table else None
+    if not app and provision is None:
+        reader.problem(f"{prefix} needs an app (app = \"NAME\" of an [apps.*] table), a"
+                       f" [{prefix}.provision], or both")
+    services = reader.strings(table, f"{prefix}.services")
+    for unit in services:
+        if not UNIT_NAME.fullmatch(unit):
+            reader.problem(f"{prefix}.services: {_shown(unit)} is not a systemd unit name")
+    hosts = _hosts(reader, {k: v for k, v in table.items() if k not in own}, prefix)
+    return Role(name, hosts, app, provision, services)
+
+
+def _provision(reader: _Reader, raw: Any, prefix: str) -> Provision:
+    table = reader.table(raw, prefix, {"packages", "dirs", "files", "units"})
+    packages = reader.strings(table, f"{prefix}.packages")
+    for package in packages:
+        if not PACKAGE.fullmatch(package):
+            reader.problem(f"{prefix}.packages: {_shown(package)} is not a Debian package name"
+                           " (optionally name=version)")
+
+    def owner_and_mode(t: dict[str, Any], where: str, mode: str) -> tuple[str, str]:
+        owner = reader.string(t, f"{where}.owner") or "root"
+        got = reader.string(t, f"{where}.mode") or mode
+        if not USER_NAME.fullmatch(owner):
+            reader.problem(f"{where}.owner {_shown(owner)} is not a user name (or \"deploy\")")
+        if not MODE.fullmatch(got):
+            reader.problem(f"{where}.mode {_shown(got)} must be an octal mode such as \"0644\"")
+        return owner, got
+
+    def system_path(t: dict[str, Any], where: str) -> str:
+        path = reader.string(t, f"{where}.path", required=True)
+        if path and not _is_system_path(path):
+            reader.problem(f"{where}.path {_shown(path)} must be an absolute path of letters,"
+                           " digits and . _ - @ + / (no '..')")
+        return path
+
+    dirs = []
+    for i, d in enumerate(reader.tables(table, "dirs", prefix, {"path", "owner", "mode"})):
+        where = f"{prefix}.dirs[{i}]"
+        dirs.append(ProvisionDir(system_path(d, where), *owner_and_mode(d, where, "0755")))
+    files = []
+    for i, f in enumerate(reader.tables(table, "files", prefix, {
+            "path", "template", "source", "mode", "owner", "format", "reload"})):
+        where = f"{prefix}.files[{i}]"
+        template, source = reader.string(f, f"{where}.template"), reader.string(f, f"{where}.source")
+        if bool(template) == bool(source):
+            reader.problem(f"{where} needs exactly one of 'template' or 'source'")
+        fmt = reader.string(f, f"{where}.format") or (infer_format(template) if template else "raw")
+        if fmt not in FILE_FORMATS:
+            reader.problem(f"{where}.format must be one of {', '.join(FILE_FORMATS)}, not {fmt!r}")
+        reload = reader.strings(f, f"{where}.reload")
+        for unit in reload:
+            if not UNIT_NAME.fullmatch(unit):
+                reader.problem(f"{where}.reload: {_shown(unit)} is not a systemd unit name")
+        owner, mode = owner_and_mode(f, where, "0644")
+        files.append(ProvisionFile(system_path(f, where), template, source, mode=mode,
+                                   owner=owner, format=fmt, reload=reload))
+    units = []
+    for i, u in enumerate(reader.tables(table, "units", prefix, {"name", "template", "start"})):
+        where = f"{prefix}.units[{i}]"
+        unit = ProvisionUnit(reader.string(u, f"{where}.name", required=True),
+                             reader.string(u, f"{where}.template", required=True),
+                             u.get("start", True) is not False)
+        if unit.name and not UNIT_NAME.fullmatch(unit.name):
+            reader.problem(f"{where}.name {_shown(unit.name)} is not a systemd unit name")
+        units.append(unit)
+    return Provision(packages, tuple(dirs), tuple(files), tuple(units))
+
+
+def _users(reader: _Reader, raw: Any) -> UsersSpec | None:
+    if raw is None:
+        return None
+    table = reader.table(raw, "users", {"bootstrap_user_variable", "deploy_user_variable", "trust"})
+    trust = []
+    for i, t in enumerate(reader.tables(table, "trust", "users", {"from", "to", "to_variable"})):
+        trust.append((reader.string(t, f"users.trust[{i}].from", required=True),
+                      reader.string(t, f"users.trust[{i}].to", required=True),
+                      reader.string(t, f"users.trust[{i}].to_variable", required=True)))
+    return UsersSpec(reader.string(table, "users.bootstrap_user_variable", required=True),
+                     reader.string(table, "users.deploy_user_variable", required=True),
+                     tuple(trust))
+
+
+def _generate(reader: _Reader, raw: Any) -> tuple[Generated, ...]:
+    found = []
+    for i, g in enumerate(reader.tables({"generate": raw}, "generate", "", {"name", "format", "length"})):
+        where = f"generate[{i}]"
+        item = Generated(reader.string(g, f"{where}.name", required=True),
+                         reader.string(g, f"{where}.format") or "hex",
+                         reader.number(g, f"{where}.length", int, 32, low=16, high=256))
+        if item.format not in GENERATED_FORMATS:
+            reader.problem(f"{where}.format must be one of {', '.join(GENERATED_FORMATS)},"
+                           f" not {item.format!r}")
+        if item.name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item.name):
+            reader.problem(f"{where}.name {_shown(item.name)} is not a variable name")
+        found.append(item)
+    return tuple(found)
+
+
+def _doctor(reader: _Reader, raw: Any) -> DoctorSpec:
+    table = reader.table(raw, "doctor", {"min_free_mb", "disk_path", "os", "commands", "tools",
+                                          "max_clock_skew", "reach"})
+    reach = tuple(
+        Reach(reader.string(r, f"doctor.reach[{i}].from", required=True),
+              reader.string(r, f"doctor.reach[{i}].to_variable", required=True),
+              reader.number(r, f"doctor.reach[{i}].port", int, 22, low=1, high=65535))
+        for i, r in enumerate(reader.tables(table, "reach", "doctor", {"from", "to_variable", "port"})))
+    for name in (*reader.strings(table, "doctor.commands"), *reader.strings(table, "doctor.tools")):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+            reader.problem(f"doctor: {_shown(name)} is not a command name")
+    disk_path = reader.string(table, "doctor.disk_path") or "/"
+    if not _is_system_path(disk_path):
+        reader.problem(f"doctor.disk_path {_shown(disk_path)} must be an absolute path")
+    return DoctorSpec(
+        min_free_mb=reader.number(table, "doctor.min_free_mb", int, 1024, low=0),
+        disk_path=disk_path,
+        os=reader.strings(table, "doctor.os"),
+        commands=reader.strings(table, "doctor.commands"),
+        tools=reader.strings(table, "doctor.tools") if "tools" in table else ("ssh", "git"),
+        max_clock_skew=reader.number(table, "doctor.max_clock_skew", float, 5.0, low=0),
+        reach=reach,
+    )
 
 
 def _phases(reader: _Reader, raw: Any, roles: tuple[Role, ...]) -> tuple[Phase, ...]:
@@ -534,6 +801,25 @@ class _Reader:
             where = "app" if legacy else f"apps.{key}"
             referenced += [(f"{where}.repo_variable", app.repo_variable),
                            (f"{where}.ref_variable", app.ref_variable)]
+        users = stack.users
+        if users is not None:
+            referenced += [("users.bootstrap_user_variable", users.bootstrap_user_variable),
+                           ("users.deploy_user_variable", users.deploy_user_variable)]
+        roles = {r.name for r in stack.roles}
+        for i, (a, b, address) in enumerate(users.trust if users else ()):
+            for role in (a, b):
+                if role and role not in roles:
+                    self.problem(f"users.trust[{i}] names the role {role!r}, which is not a [roles.*] table")
+            referenced.append((f"users.trust[{i}].to_variable", address))
+        for i, reach in enumerate(stack.doctor.reach if stack.doctor else ()):
+            if reach.from_role and reach.from_role not in roles:
+                self.problem(f"doctor.reach[{i}].from names the role {reach.from_role!r}, which is"
+                             " not a [roles.*] table")
+            referenced.append((f"doctor.reach[{i}].to_variable", reach.to_variable))
+        kept = stack.kept_names
+        for name in sorted({n for n in kept if kept.count(n) > 1} | (set(kept) & declared)):
+            self.problem(f"{name!r} is both generated or asked for and declared elsewhere: one"
+                         " place only (secrets-ENV holds generated and asked values)")
         for where, name in referenced:
             if name and name not in declared:
                 self.problem(f"{where} names {name!r}, which is not declared in [variables]")

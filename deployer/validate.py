@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 
@@ -109,3 +110,21 @@ def release_name(value: str) -> str | None:
     if not _RELEASE.fullmatch(value):
         return "is not a release name (<17-digit UTC time>-<7-hex sha>, e.g. 20261118110640250-0123456)"
     return None
+
+
+_LABEL = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+
+
+def host_address(value: str) -> bool:
+    """An IP address or a DNS name: something a host may be asked to connect to, never an
+    option (no leading '-') or anything a shell reads.
+
+    >>> host_address("10.20.251.1"), host_address("mentat.example.com"), host_address("-oProxy=x")
+    (True, True, False)
+    """
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(value))
