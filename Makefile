@@ -11,7 +11,7 @@ ARGS ?=
 # Extra flags for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-down bench clean
+.PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-chom demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ plan apply destroy: setup ## deploy STACK=… ENV=… (plan | apply | destroy)
 
 demo: setup ## The whole main job on the local sandbox cloud (no AWS account needed)
 	$(DEPLOY) sandbox demo $(ARGS)
+
+demo-chom: setup ## CHOM on the sandbox's two existing servers: users, secrets, provisioning, release
+	$(DEPLOY) sandbox demo-chom $(ARGS)
 
 demo-down: ## Stop everything the sandbox started (files stay)
 	@if [ -x $(DEPLOY) ]; then $(DEPLOY) sandbox down; fi

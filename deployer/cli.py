@@ -113,6 +113,15 @@ def _settings(project_dir: Path | None):
     return load_settings(_project(project_dir))
 
 
+def _asker(yes: bool) -> Callable[[str], str] | None:
+    """Ask a person for a value a stack keeps (a domain, an e-mail); None when nobody is there
+    (--yes, or no terminal): the value must then be in the env file."""
+    if yes or not sys.stdin.isatty():
+        return None
+    return lambda name: click.prompt(f"{name} (asked once; kept in deployments/secrets-ENV)",
+                                     default="", show_default=False)
+
+
 def _confirmer(yes: bool) -> Callable[[str, str], bool]:
     """Ask the operator to type `expected`; refuse in a non-interactive run without --yes."""
 
@@ -141,6 +150,7 @@ def main() -> None:
     deploy dashboard ENV apply        the dashboard host, then the app over SSH
     deploy edge ENV                   the edge fleet over SSH (hosts from the env file)
     deploy graph STACK ENV            phases, roles and hosts as a Mermaid flowchart
+    deploy doctor STACK ENV           pre-flight: this machine and every host ready?
 
     ENV names deployments/env-ENV. The action is `plan` by default for stacks with a
     Terraform root and `apply` for hosts-only stacks.
@@ -157,30 +167,73 @@ def main() -> None:
               help="Trust hosts seen for the first time (OpenSSH accept-new). Changed keys are"
                    " always refused.")
 @click.option("--parallel", type=click.IntRange(1, 256), help="Hosts deployed at once.")
+@click.option("--skip-doctor", is_flag=True,
+              help="Apply without the pre-flight checks of the stack's [doctor] table first"
+                   " (`deploy doctor STACK ENV` runs them alone).")
 @common
 @handle_errors
 def stack(stack: str, env: str, action: str | None, hosts_only: bool, no_hosts: bool,
-          accept_new_host_keys: bool, parallel: int | None, project_dir: Path | None,
-          as_json: bool, verbose: bool, yes: bool) -> None:
+          accept_new_host_keys: bool, parallel: int | None, skip_doctor: bool,
+          project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
     """Plan, apply or destroy STACK in ENV, then install the app on its hosts."""
     from deployer import pipeline
 
     settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
     options = pipeline.Options(verbose=verbose, hosts_only=hosts_only, no_hosts=no_hosts,
-                               accept_new_host_keys=accept_new_host_keys, parallel=parallel)
+                               accept_new_host_keys=accept_new_host_keys, parallel=parallel,
+                               skip_doctor=skip_doctor)
     result = pipeline.run_stack(settings, spec, env_cfg, action or pipeline.default_action(spec),
-                                options, progress=report.progress, confirm=_confirmer(yes))
+                                options, progress=report.progress, confirm=_confirmer(yes),
+                                ask=_asker(yes))
     report.run_result(result, as_json=as_json)
     _exit_for(result)
 
 
 def _exit_for(result: Any) -> None:
     fleet = getattr(result, "fleet", result)
-    if fleet is None:
-        return
-    if fleet.locked:
+    if fleet is not None and fleet.locked:
         sys.exit(EXIT_LOCK_HELD)
-    if fleet.failed:
+    if (fleet is not None and fleet.failed) or not getattr(result, "ok", True):
+        sys.exit(EXIT_FAILED)
+
+
+@main.command("doctor", epilog=EXIT_CODES)
+@click.argument("stack")
+@click.argument("env")
+@click.option("--accept-new-host-keys", is_flag=True, help="Trust hosts seen for the first time.")
+@common
+@handle_errors
+def doctor(stack: str, env: str, accept_new_host_keys: bool, project_dir: Path | None,
+           as_json: bool, verbose: bool, yes: bool) -> None:
+    """Pre-flight: is this machine, and every host of STACK in ENV, ready for a deploy? Changes
+    nothing; exit 1 when a check fails. An apply runs the same checks first (--skip-doctor).
+
+    \b
+    Here:       each tool of [doctor] tools on PATH (default: ssh, git); git --version runs;
+                the SSH key (DEPLOYER_SSH_KEY) and the env file readable by you alone (600).
+    Each host, logged in as the bootstrap user ([users]), all hosts at once, one round trip:
+      reachable over SSH
+      sudo      sudo -n true works (or the login is root)
+      os        ID and VERSION_ID of /etc/os-release are one of [doctor] os, e.g. "debian 12"
+      disk      free space on disk_path (default /) is at least min_free_mb (default 1024)
+      command   each of [doctor] commands is installed
+      clock     within max_clock_skew seconds (default 5) of this machine's clock
+      reach     each [[doctor.reach]] of the host's role: a TCP connection to the address in
+                the env variable to_variable, on port, within 3 seconds
+    """
+    from deployer import pipeline
+    from deployer.doctor import run
+
+    settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
+    masker = env_cfg.masker(settings)
+    with pipeline.open_log(settings, spec, env_cfg, "doctor", masker) as log:
+        report.progress(f"log: {log.path}")
+        outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
+                                        progress=report.progress)[1] if spec.roles else {}
+        result = run(settings, spec, env_cfg, log=log, progress=report.progress, outputs=outputs,
+                     accept_new_host_keys=accept_new_host_keys)
+    report.doctor(result, as_json=as_json)
+    if not result.ok:
         sys.exit(EXIT_FAILED)
 
 
@@ -392,6 +445,7 @@ def sandbox() -> None:
     deploy sandbox status    what runs
     deploy sandbox down      stop every process it started; files stay
     deploy sandbox demo      up, then the whole main job on the demo environment
+    deploy sandbox demo-chom up, then CHOM on the sandbox's two existing servers
     """
 
 
@@ -457,6 +511,23 @@ def sandbox_demo(project_dir: Path | None, as_json: bool, verbose: bool, yes: bo
 
     settings = _settings(project_dir)
     result = demo.run(settings.project, dict(settings.environ), report.progress)
+    report.demo_result(result, as_json=as_json)
+    if not result.ok:
+        failed = result.runs[-1]
+        sys.exit(EXIT_LOCK_HELD if failed.fleet and failed.fleet.locked else EXIT_FAILED)
+
+
+@sandbox.command("demo-chom")
+@common
+@handle_errors
+def sandbox_demo_chom(project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
+    """Bring the sandbox up and run CHOM on its two existing servers: `deploy chom demo apply`
+    (pre-flight, deploy user, secrets, provisioning, release, checks). It ends with the access
+    URLs; a second run reports no changes."""
+    from deployer import demo
+
+    settings = _settings(project_dir)
+    result = demo.run_chom(settings.project, dict(settings.environ), report.progress)
     report.demo_result(result, as_json=as_json)
     if not result.ok:
         failed = result.runs[-1]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deployer import pipeline, process, state
 from deployer.config import load_settings
@@ -23,25 +24,35 @@ DEMO_ENV = "demo"
 EXAMPLE_APP = Path("examples") / "chronos-app"
 
 
-def ensure_app_origin(project: Path, bare: Path, environ: Mapping[str, str]) -> str:
-    """Make `bare` a git repository whose `main` holds examples/chronos-app as it is now.
+def ensure_app_origin(project: Path, bare: Path, environ: Mapping[str, str], *,
+                      example: Path = EXAMPLE_APP, branch: str = "main") -> str:
+    """Make `bare` a git repository whose `branch` holds `example` as it is now.
 
-    The files are committed straight into the bare repository (its own index, the example as
-    work tree), and only when they changed, so a rerun finds the same sha. Returns the file://
-    URL the hosts clone from (the sandbox's machines see that directory at the same path)."""
+    The files are committed straight into the bare repository (an index of the branch's own,
+    the example as work tree), and only when they changed, so a rerun finds the same sha; each
+    example is a branch of the one origin (the sandbox's machines see that directory at the same
+    path). Returns the file:// URL the hosts clone from."""
     who = {"GIT_AUTHOR_NAME": "deployer sandbox", "GIT_AUTHOR_EMAIL": "sandbox@localhost",
-           "GIT_COMMITTER_NAME": "deployer sandbox", "GIT_COMMITTER_EMAIL": "sandbox@localhost"}
+           "GIT_COMMITTER_NAME": "deployer sandbox", "GIT_COMMITTER_EMAIL": "sandbox@localhost",
+           "GIT_INDEX_FILE": str(bare / f"index-{branch}")}
     env = {**environ, **who}
-    repo = ["git", f"--git-dir={bare}", f"--work-tree={project / EXAMPLE_APP}"]
+    repo = ["git", f"--git-dir={bare}", f"--work-tree={project / example}"]
     if not (bare / "HEAD").exists():
         process.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare)],
                     env=env, masker=Masker())
     process.run([*repo, "add", "--all", "."], env=env, masker=Masker())
-    staged = process.run([*repo, "diff", "--cached", "--quiet"], env=env, masker=Masker(),
-                         ok_codes=(0, 1))
-    if staged.returncode == 1:
-        process.run([*repo, "commit", "--quiet", "-m", "The example app, as shipped in the project"],
-                    env=env, masker=Masker())
+    tree = process.run([*repo, "write-tree"], env=env, masker=Masker()).stdout.strip()
+    ref = f"refs/heads/{branch}"
+    head = process.run([*repo, "rev-parse", "--verify", "--quiet", ref], env=env, masker=Masker(),
+                       ok_codes=(0, 1)).stdout.strip()
+    if head:
+        had = process.run([*repo, "rev-parse", f"{head}^{{tree}}"], env=env, masker=Masker())
+        if had.stdout.strip() == tree:
+            return f"file://{bare}"
+    commit = process.run([*repo, "commit-tree", tree, *(["-p", head] if head else []), "-m",
+                          f"{example}, as shipped in the project"], env=env,
+                         masker=Masker()).stdout.strip()
+    process.run([*repo, "update-ref", ref, commit], env=env, masker=Masker())
     return f"file://{bare}"
 
 
@@ -97,6 +108,39 @@ def ensure_demo_env(project: Path, *, app_url: str, public_key: str, edge_hosts:
     return path
 
 
+CHOM_EXAMPLE = Path("examples") / "chom" / "app"
+CHOM_BRANCH = "chom"
+
+
+def chom_env_text(*, observability: str, app: str, observability_private: str,
+                  app_private: str) -> str:
+    """The CHOM block of the demo environment: two existing servers, first reached as root."""
+    return f"""\
+# CHOM (deploy chom {DEMO_ENV} apply): two existing servers of the sandbox, first reached as root;
+# deployer creates the deploy user and logs in as it after. Added by `deploy sandbox demo-chom`.
+observability_host={observability}
+app_host={app}
+observability_private_ip={observability_private}
+app_private_ip={app_private}
+bootstrap_user=root
+deploy_user=stilgar
+chom_git_ref={CHOM_BRANCH}
+prometheus_retention=30d
+domain={app}
+email=ops@example.com
+"""
+
+
+def ensure_chom_env(project: Path, text: str) -> Path:
+    """Add the CHOM block to deployments/env-demo once (the file exists: the main job's demo
+    or an earlier demo-chom wrote it); values already there are never touched."""
+    path = project / "deployments" / f"env-{DEMO_ENV}"
+    if "observability_host=" not in path.read_text(encoding="utf-8"):
+        with path.open("a", encoding="utf-8") as f:
+            f.write("\n" + text)
+    return path
+
+
 @dataclass(frozen=True)
 class DemoResult:
     sandbox: tuple[StepResult, ...]
@@ -106,9 +150,11 @@ class DemoResult:
     ssh_command: str = ""
     dashboard_url: str = ""
 
+    stacks: int = 3  # how many stack runs make the whole demo
+
     @property
     def ok(self) -> bool:
-        return len(self.runs) == len(DEMO_STACKS) and all(r.ok for r in self.runs)
+        return len(self.runs) == self.stacks and all(r.ok for r in self.runs)
 
     @property
     def changed(self) -> bool:
@@ -118,8 +164,9 @@ class DemoResult:
 DEMO_STACKS = ("shared", "dashboard", "edge")
 
 
-def run(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoResult:
-    """The whole main job on the sandbox. Stops at the first stack that fails."""
+def _up(project: Path, environ: Mapping[str, str]) -> tuple[tuple[StepResult, ...], Any, Path]:
+    """The sandbox up, the example apps in its git origin and the demo env file written: what
+    every demo starts with. Returns the sandbox's steps, the settings and the env file."""
     from deployer.sandbox import cloud
 
     work_dir = load_settings(project, environ).work_dir
@@ -131,6 +178,33 @@ def run(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoRe
         project, app_url=app_url, public_key=where.key.with_suffix(".pub").read_text().strip(),
         edge_hosts=[f"{cloud.LOGIN_USER}@{address}" for address in cloud.edge_addresses(dict(environ))],
         dashboard_port=environ.get("DEPLOYER_SANDBOX_DASHBOARD_PORT", "8080"))
+    return tuple(sandbox_steps), settings, env_file
+
+
+def run_chom(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoResult:
+    """CHOM on the sandbox's two existing servers (`deploy sandbox demo-chom`): exactly what a
+    user runs against their own servers, `deploy chom demo apply`."""
+    from deployer.sandbox import cloud
+
+    sandbox_steps, settings, env_file = _up(project, environ)
+    ensure_app_origin(project, cloud.paths(settings.work_dir).app_origin, settings.environ,
+                      example=CHOM_EXAMPLE, branch=CHOM_BRANCH)
+    (observability, app), (observability_private, app_private) = \
+        cloud.chom_addresses(dict(environ)), cloud.CHOM_PRIVATE_IPS
+    ensure_chom_env(project, chom_env_text(observability=observability, app=app,
+                                           observability_private=observability_private,
+                                           app_private=app_private))
+    progress(f"== chom {DEMO_ENV} apply")
+    stack, env = pipeline.load(settings, "chom", DEMO_ENV)
+    result = pipeline.run_stack(settings, stack, env, "apply",
+                                pipeline.Options(accept_new_host_keys=True), progress=progress,
+                                confirm=lambda _prompt, _expected: True)
+    return DemoResult(sandbox_steps, (), (result,), str(env_file), stacks=1)
+
+
+def run(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoResult:
+    """The whole main job on the sandbox. Stops at the first stack that fails."""
+    sandbox_steps, settings, env_file = _up(project, environ)
     progress(f"== bootstrap-state ({settings.state_bucket})")
     state_steps = state.bootstrap(settings, repair=True, progress=progress)
     state.write_backend_configs(settings)

@@ -5,25 +5,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployer import engine as engines
-from deployer import templates
+from deployer import generated, templates
 from deployer.config import EnvConfig, Settings, env_name_problem, load_env, load_settings
 from deployer.errors import ConfigError
 from deployer.logs import RunLog
 from deployer.results import (
+    FAILED,
+    OK,
     EngineResult,
     FleetResult,
     PlanSummary,
     Progress,
     RunResult,
+    StepResult,
 )
 from deployer.secrets import MASK, Masker
 from deployer.stacks import Stack, load_stack
@@ -40,6 +45,7 @@ class Options:
     no_hosts: bool = False  # skip the host phase
     accept_new_host_keys: bool = False
     parallel: int | None = None
+    skip_doctor: bool = False  # an apply of a stack with [doctor] runs the pre-flight checks first
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ def load(settings: Settings, stack_name: str, env_name: str) -> tuple[Stack, Env
     for every host (with placeholders for what only an apply will tell). All problems at once."""
     stack = load_stack(settings.project, stack_name)
     env = load_env(settings.project, env_name, stack)
-    problems = check_before_run(settings.project, settings.aws_endpoint_url, stack, env)
+    problems = check_before_run(settings.project, settings.aws_endpoint_url, stack,
+                                generated.placeholders(stack, env, settings.project))
     if problems:
         raise ConfigError(problems)
     return stack, env
@@ -96,7 +103,12 @@ def load_inputs(project: Path, stack_name: str, env_name: str) -> tuple[Settings
             problems += exc.problems
         else:  # with broken settings too: every problem in one run
             endpoint_url = settings.aws_endpoint_url if settings is not None else ""
-            problems += check_before_run(project, endpoint_url, stack, env)
+            try:
+                checked = generated.placeholders(stack, env, project)
+            except ConfigError as exc:
+                problems += exc.problems
+            else:
+                problems += check_before_run(project, endpoint_url, stack, checked)
     if problems:
         raise ConfigError(problems)
     assert settings is not None and stack is not None
@@ -117,8 +129,8 @@ def check_before_run(project: Path, aws_endpoint_url: str, stack: Stack, env: En
 
 def _check_role(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConfig,
                 outputs: dict[str, object]) -> list[str]:
-    assert stack.hosts is not None and stack.app is not None
-    from deployer.hosts import release
+    assert stack.hosts is not None
+    from deployer.hosts import fleet, provision, release
     from deployer.hosts.address import Host, parse_host, parse_host_list
 
     problems: list[str] = []
@@ -136,8 +148,17 @@ def _check_role(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConf
             check_sandbox_hosts(aws_endpoint_url, named, stack)
         except ConfigError as exc:
             problems += [f"{env.path}: {p}" for p in exc.problems]
+    role = stack.role_of(stack.role) if stack.role else None
+    if stack.users is not None and stack.users.deploy_user_variable in env.values:
+        hosts = [dataclasses.replace(h, user=env.values[stack.users.deploy_user_variable])
+                 for h in hosts]
     for host in hosts[:1] if stack.hosts.source == "terraform" else hosts:
         try:
+            if role is not None and role.provision is not None:
+                provision.render(role.provision, project,
+                                 fleet.provisioning_context(stack, env, host, outputs), host.user)
+            if stack.app is None:
+                continue
             release.render(stack, env, project, host, "0" * 40, outputs)
             ctx = release.context(stack, env, host, outputs)
             for check in stack.app.health:
@@ -229,9 +250,10 @@ def workspace(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Maske
 
 def run_stack(
     settings: Settings, stack: Stack, env: EnvConfig, action: str, options: Options, *,
-    progress: Progress, confirm: Confirm,
+    progress: Progress, confirm: Confirm, ask: generated.Ask | None = None,
 ) -> RunResult:
-    """`deploy STACK ENV ACTION`. Raises DeployerError subclasses; returns what happened."""
+    """`deploy STACK ENV ACTION`. Raises DeployerError subclasses; returns what happened.
+    `ask` reads a value the stack asks for from a person (None: nobody is there)."""
     if action not in ACTIONS:
         raise ConfigError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     if action == "destroy" and env.is_protected and not confirm(
@@ -243,9 +265,25 @@ def run_stack(
         raise ConfigError("--hosts-only and --no-hosts exclude each other")
     if stack.terraform is None and action == "destroy":
         raise ConfigError(f"stack {stack.name} has no Terraform root ({stack.path}); nothing to destroy")
+    started = time.monotonic()
+    checks: list[StepResult] = []
+    if stack.kept_names:
+        if action == "apply":
+            kept, step = generated.ensure(settings.project, stack, env, ask=ask)
+            progress(f"secrets: {step.reason}")
+            checks.append(step)
+            env = generated.with_kept(stack, env, kept)
+        else:
+            env = generated.placeholders(stack, env, settings.project)
     masker = env.masker(settings)
     with open_log(settings, stack, env, action, masker) as log:
         progress(f"log: {log.path}")
+        preflight = stack.doctor is not None and action == "apply" and not options.skip_doctor
+        if preflight and stack.terraform is None:  # first of all: nothing is changed before it
+            checks.append(_preflight(settings, stack, env, {}, options, log, progress))
+            if checks[-1].status == FAILED:
+                return RunResult(stack.name, env.name, action, None, None, str(log.path),
+                                 checks=tuple(checks))
         engine_result: EngineResult | None = None
         outputs: dict[str, object] = {}
         if stack.terraform is not None:
@@ -258,12 +296,21 @@ def run_stack(
                 outputs = engine_result.outputs
         fleet_result = None
         notes: tuple[str, ...] = ()
-        if _wants_hosts(stack, action, options):
+        access: tuple[tuple[str, str], ...] = ()
+        if preflight and stack.terraform is not None and _wants_hosts(stack, action, options):
+            # hosts from Terraform outputs exist only now: checked before anything reaches them
+            checks.append(_preflight(settings, stack, env, outputs, options, log, progress))
+        stopped = any(c.name == "pre-flight" and c.status == FAILED for c in checks)
+        if _wants_hosts(stack, action, options) and not stopped:
             fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
+            if not fleet_result.failed and (stack.urls or any(r.services for r in stack.roles)):
+                found, access = _verify(settings, stack, env, options, log, progress)
+                checks += found
         elif stack.roles and action == "plan" and not options.no_hosts:
             fleet_result, notes = _preview(settings, stack, env, outputs, options, log, progress)
         return RunResult(stack.name, env.name, action, engine_result, fleet_result, str(log.path),
-                         notes)
+                         notes, tuple(checks), access,
+                         round(time.monotonic() - started, 1) if checks else 0.0)
 
 
 def _engine_phase(ws: engines.Workspace, stack: Stack, env: EnvConfig, action: str,
@@ -321,6 +368,80 @@ def _preview(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str
                          accept_new_host_keys=options.accept_new_host_keys), ()
 
 
+def _preflight(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
+               options: Options, log: RunLog, progress: Progress) -> StepResult:
+    """`deploy doctor` first, in every apply of a stack with [doctor]: one line for all of it."""
+    from deployer import doctor
+
+    found = doctor.run(settings, stack, env, log=log, progress=progress, outputs=outputs,
+                       accept_new_host_keys=options.accept_new_host_keys)
+    if found.ok:
+        return StepResult("pre-flight", OK, f"{len(found.checks)} checks passed")
+    failed = "; ".join(f"{c.where} {c.name}: {c.detail}" for c in found.failed)
+    return StepResult("pre-flight", FAILED, f"{len(found.failed)} failed: {failed} (see `deploy"
+                                            f" doctor {stack.name} {env.name}`; --skip-doctor skips it)")
+
+
+def _verify(settings: Settings, stack: Stack, env: EnvConfig, options: Options, log: RunLog,
+            progress: Progress) -> tuple[list[StepResult], tuple[tuple[str, str], ...]]:
+    """The end of an apply: every role's services active on every host, then every URL the
+    stack lists answering from here; the access URLs to print."""
+    from deployer.hosts import fleet
+
+    progress("verifying: services on every host, then the URLs")
+    checks = list(fleet.verify_services(stack, env, settings, log=log,
+                                        accept_new_host_keys=options.accept_new_host_keys))
+    access = []
+    ctx = {**env.values, "env_name": env.name, "stack_name": stack.name}
+    for check in stack.urls:
+        url = templates.render_string(check.url, ctx, name=f"{stack.path}: urls {check.name!r}")
+        checks.append(_url_check(settings, check.name, url, log))
+        if check.show:
+            access.append((check.name, templates.render_string(check.show, ctx, name=check.name)))
+    for c in checks:
+        progress(f"check: {c.name}: {c.status} {c.reason}")
+    return checks, tuple(access)
+
+
+URL_PATIENCE = 30.0  # services just (re)started get this long to answer
+
+
+def _url_check(settings: Settings, name: str, url: str, log: RunLog) -> StepResult:
+    import urllib.error
+    import urllib.request
+
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if _is_loopback(urllib.parse.urlsplit(settings.aws_endpoint_url).hostname or "") and \
+            not _is_loopback(host):
+        return StepResult(f"url {name}", FAILED, f"{url}: not on loopback while AWS_ENDPOINT_URL"
+                                                 " is the sandbox; not fetched")
+    deadline, why = time.monotonic() + URL_PATIENCE, ""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310  # http(s) only: checked before the run
+                log.write(f"url {name}: {url} -> {answer.status}")
+                return StepResult(f"url {name}", OK, f"{url} answered {answer.status}")
+        except urllib.error.HTTPError as exc:
+            why = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            why = str(getattr(exc, "reason", exc))
+        if time.monotonic() > deadline:
+            log.write(f"url {name}: {url} -> {why}")
+            return StepResult(f"url {name}", FAILED, f"{url}: {why} (for {URL_PATIENCE:.0f} s)")
+        time.sleep(1.0)
+
+
+def operator_public_key(settings: Settings) -> str:
+    """The public half of DEPLOYER_SSH_KEY: its .pub file, else derived by ssh-keygen."""
+    from deployer import process
+
+    pub = Path(f"{settings.ssh_key}.pub")
+    if pub.is_file():
+        return pub.read_text(encoding="utf-8").strip()
+    return process.run(["ssh-keygen", "-y", "-f", settings.ssh_key], env=dict(settings.environ),
+                       masker=Masker()).stdout.strip()
+
+
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
     return bool(stack.roles) and action == "apply" and not options.no_hosts
 
@@ -337,9 +458,17 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     with lock.held(settings, stack.name, env.name, info, progress) as where:
         if where:
             progress(f"run lock: {stack.name}/{env.name} held in {where}")
-        return fleet.deploy(stack, env, settings, log=log, progress=progress,
-                            accept_new_host_keys=options.accept_new_host_keys,
-                            parallel=options.parallel, outputs=outputs)
+        before: tuple = ()
+        if stack.users is not None:
+            before = fleet.prepare_users(stack, env, settings, log=log, progress=progress,
+                                         public_key=operator_public_key(settings),
+                                         accept_new_host_keys=options.accept_new_host_keys)
+            if any(r.status == FAILED for r in before):
+                return FleetResult(before)
+        deployed = fleet.deploy(stack, env, settings, log=log, progress=progress,
+                                accept_new_host_keys=options.accept_new_host_keys,
+                                parallel=options.parallel, outputs=outputs)
+        return FleetResult((*before, *deployed.hosts))
 
 
 def check_sandbox_hosts(aws_endpoint_url: str, addresses: list[str], stack: Stack) -> None:
@@ -379,7 +508,9 @@ def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Ma
         ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
                        verbose=False)
         outputs = ws.outputs()
-    targets = [(view, fleet.resolve_hosts(view, env, outputs)) for view in views]
+    wanted = {v.role for v in views}
+    targets = [(view, hosts) for view, hosts in fleet.role_hosts(stack, env, outputs)
+               if view.role in wanted]
     check_sandbox_hosts(settings.aws_endpoint_url, [h.address for _, hs in targets for h in hs], stack)
     return targets, outputs
 

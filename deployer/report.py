@@ -11,7 +11,16 @@ import sys
 import threading
 from typing import Any
 
-from deployer.results import FAILED, PLANNED, FleetResult, RunResult, StepResult, to_data
+from deployer.results import (
+    FAILED,
+    PLANNED,
+    Check,
+    DoctorResult,
+    FleetResult,
+    RunResult,
+    StepResult,
+    to_data,
+)
 
 _lock = threading.Lock()
 
@@ -59,10 +68,20 @@ def run_result(result: RunResult, *, as_json: bool) -> None:
         for name, value in sorted(e.outputs.items()):
             if isinstance(value, str | int | float):
                 line(f"  output   {name} = {value}")
+    before = [c for c in result.checks if c.name in ("secrets", "pre-flight")]
+    for c in before:
+        line(f"  {c.name:<8} {c.status:<9} {c.reason}".rstrip())
     if result.fleet is not None:
         fleet(result.fleet)
+    for c in result.checks:
+        if c not in before:
+            line(f"  check    {c.name}  {c.status:<9} {c.reason}".rstrip())
     for note in result.notes:
         line(f"  note     {note}")
+    for name, url in result.access:
+        line(f"  url      {name}: {url}")
+    if result.seconds:
+        line(f"  time     {result.seconds:.1f} s")
     line(f"  log      {result.log_path}")
     line(_verdict(result))
 
@@ -71,6 +90,8 @@ def _verdict(result: RunResult) -> str:
     if result.fleet is not None and result.fleet.failed:
         names = ", ".join(h.host for h in result.fleet.failed)
         return f"FAILED on {len(result.fleet.failed)} host(s): {names}"
+    if failed := [c.name for c in result.checks if c.status == FAILED]:
+        return f"FAILED: {', '.join(failed)}"
     hosts_would = result.fleet is not None and any(h.status == PLANNED for h in result.fleet.hosts)
     if result.action == "plan" and (
             (result.engine is not None and result.engine.plan.has_changes) or hosts_would):
@@ -94,6 +115,31 @@ def steps(results: tuple[StepResult, ...], *, as_json: bool, title: str) -> None
     width = max((len(s.name) for s in results), default=0)
     for s in results:
         line(f"  {s.name:<{width}}  {s.status:<9} {s.reason}".rstrip())
+
+
+def doctor(result: DoctorResult, *, as_json: bool) -> None:
+    """The pre-flight checks as a table (where, check, result, detail), then one line naming
+    every failed check."""
+    if as_json:
+        emit_json(to_data(result))
+        return
+    rows = [("WHERE", "CHECK", "RESULT", "DETAIL"),
+            *((c.where, c.name, _outcome(c), c.detail) for c in result.checks)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False))
+        line(f"{cells}  {row[3]}".rstrip())
+    not_run = sum(c.ok is None for c in result.checks)
+    if result.failed:
+        line(f"doctor: FAILED {len(result.failed)} of {len(result.checks)} checks: "
+             + ", ".join(c.label for c in result.failed))
+    else:
+        line(f"doctor: OK, {len(result.checks) - not_run} checks passed"
+             + (f", {not_run} not run" if not_run else ""))
+
+
+def _outcome(check: Check) -> str:
+    return "not run" if check.ok is None else "ok" if check.ok else "FAILED"
 
 
 def mapping(title: str, data: dict[str, Any], *, as_json: bool) -> None:

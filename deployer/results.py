@@ -18,6 +18,7 @@ REPAIRED = "repaired"  # nothing to deploy, but what ran was unhealthy and was r
 PLANNED = "planned"  # `plan`: what a deploy would change on a host (nothing was changed)
 SKIPPED = "skipped"
 MISSING = "missing"  # a check found nothing there yet
+OK = "ok"  # a check passed
 
 # How the core reports progress without printing: the CLI passes a thread-safe callable.
 Progress = Callable[[str], None]
@@ -130,14 +131,50 @@ class RunResult:
     fleet: FleetResult | None = None
     log_path: str = ""
     notes: tuple[str, ...] = ()
+    # Around the hosts: pre-flight, kept secrets, and the checks at the end (services, URLs).
+    checks: tuple[StepResult, ...] = ()
+    access: tuple[tuple[str, str], ...] = ()  # (name, URL) printed at the end
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.fleet is None or not self.fleet.failed
+        return (self.fleet is None or not self.fleet.failed) and \
+            not any(c.status == FAILED for c in self.checks)
 
     @property
     def changed(self) -> bool:
-        return bool(self.engine and self.engine.applied) or bool(self.fleet and self.fleet.changed)
+        return bool(self.engine and self.engine.applied) or bool(self.fleet and self.fleet.changed) \
+            or any(c.status == CHANGED for c in self.checks)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pre-flight check (`deploy doctor`): where it ran ("local" or user@host), what it
+    checked, and how it went: ok True, failed False, None when it was not run (its host could
+    not be reached), with why in `detail`."""
+
+    where: str
+    name: str
+    ok: bool | None
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        """`root@10.0.0.5 disk`, `local env file`: how a failure is named in one line."""
+        return f"{self.where} {self.name}"
+
+
+@dataclass(frozen=True)
+class DoctorResult:
+    checks: tuple[Check, ...]
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.ok is False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 def to_data(result: Any) -> Any:
@@ -146,4 +183,7 @@ def to_data(result: Any) -> Any:
     if isinstance(result, RunResult):
         data["ok"] = result.ok
         data["changed"] = result.changed
+    if isinstance(result, DoctorResult):
+        data["ok"] = result.ok
+        data["failed"] = [c.label for c in result.failed]
     return data

@@ -237,6 +237,7 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
         "run_script": [cmd.run_script(release, "edge_server/install.sh", {"DEPLOY_ENV": value})],
         "health_command": [cmd.health_command(release, "test -f app/server.py")],
         "health_url": [cmd.health_url("http://127.0.0.1:8080/health?a=1&b=2")],
+        "unit_states": [cmd.unit_states(["nginx", value])],
         "switch_current": [cmd.switch_current("/h/app", "20261118110640250-0123456")],
         "mark_ok": [cmd.mark_ok(release, "0123456789abcdef")],
         "list_releases": [cmd.list_releases("/h/app")],
@@ -256,6 +257,10 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
                  cmd.then("", cmd.has_systemd())],
         "finish_release": [cmd.finish_release("/h/app", release, "r1", "fp", ["r0"], value)],
         "log_command": [cmd.log_command("/h/app", 200, "tail -n ${LINES:-200} dashboard.log")],
+        "doctor_probe": [cmd.doctor_probe("/srv/my app", ("curl", "python3"), ((value, 5432),
+                                                                            ("10.0.0.5", 22))),
+                         cmd.doctor_probe("/")],
+        "reach_probe": [cmd.reach_probe(((value, 1), ("db.internal", 22)), 2.5)],
     }
 
 

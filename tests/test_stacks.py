@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_stacks_load() -> None:
-    assert stack_names(REPO) == ["dashboard", "edge", "shared"]
+    assert stack_names(REPO) == ["chom", "dashboard", "edge", "shared"]
     dashboard = load_stack(REPO, "dashboard")
     assert dashboard.terraform is not None and dashboard.terraform.root == "terraform/dashboard"
     assert dashboard.hosts is not None and dashboard.hosts.source == "terraform"
@@ -29,7 +29,7 @@ def test_shipped_stacks_load() -> None:
 
 
 def test_unknown_stack_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown stack 'web' .*; stacks: dashboard, edge, shared"):
+    with pytest.raises(ConfigError, match="unknown stack 'web' .*; stacks: chom, dashboard, edge, shared"):
         load_stack(REPO, "web")
 
 
@@ -154,4 +154,65 @@ def test_every_problem_with_roles_and_phases_is_named() -> None:
         "x.toml: role 'a' must be in exactly one phase (it is in 2)",
         "x.toml: role 'b' must be in exactly one phase (it is in 0)",
         "x.toml: apps.svc.ref_variable names 'nope', which is not declared in [variables]",
+    )
+
+
+def test_the_chom_stack_declares_existing_servers() -> None:
+    chom = load_stack(REPO, "chom")
+    assert chom.terraform is None and [r.name for r in chom.roles] == ["observability", "app"]
+    assert chom.users is not None and chom.users.trust == (("observability", "app", "app_private_ip"),)
+    assert chom.kept_names == ("app_key", "db_password", "redis_password", "backup_encryption_key",
+                               "jwt_secret", "domain", "email")
+    assert {"app_key", "jwt_secret"} <= chom.secret_names
+    app = chom.role_of("app")
+    assert app.provision is not None and app.provision.packages == ("nginx",)
+    assert chom.role_of("observability").app == "" and chom.view("observability").app is None
+    env_file = next(f for f in app.provision.files if f.path == "/var/www/chom/shared/.env")
+    assert (env_file.owner, env_file.mode, env_file.format) == ("deploy", "0600", "env")
+    assert env_file.reload == ("chom-app", "chom-worker")
+
+
+def test_every_problem_of_users_secrets_provisioning_and_doctor_is_named() -> None:
+    data = {
+        "variables": {"required": ["hosts", "boot", "domain"], "ask": ["domain"]},
+        "users": {"bootstrap_user_variable": "boot", "deploy_user_variable": "deployer",
+                  "trust": [{"from": "web", "to": "db", "to_variable": "db_ip"}]},
+        "generate": [{"name": "k", "format": "rot13"}, {"name": "bad name", "length": 8}],
+        "doctor": {"reach": [{"from": "cache", "to_variable": "x"}], "disk_path": "/tmp/../etc"},
+        "roles": {
+            "web": {"source": "env", "variable": "hosts", "provision": {
+                "packages": ["nginx", "-oDpkg::Pre-Invoke=x"],
+                "dirs": [{"path": "relative"}],
+                "files": [{"path": "/etc/../shadow", "template": "t.j2", "source": "s", "mode": "999",
+                           "owner": "Root!", "reload": ["ok", "no;reboot"]}],
+                "units": [{"name": "a b", "template": "u.j2"}]}},
+            "db": {"source": "env", "variable": "hosts"},
+        },
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_stack("x", Path("x.toml"), data)
+    assert err.value.problems == (
+        "x.toml: roles.web.provision.packages: '-oDpkg::Pre-Invoke=x' is not a Debian package name"
+        " (optionally name=version)",
+        "x.toml: roles.web.provision.dirs[0].path 'relative' must be an absolute path of letters,"
+        " digits and . _ - @ + / (no '..')",
+        "x.toml: roles.web.provision.files[0] needs exactly one of 'template' or 'source'",
+        "x.toml: roles.web.provision.files[0].reload: 'no;reboot' is not a systemd unit name",
+        "x.toml: roles.web.provision.files[0].owner 'Root!' is not a user name (or \"deploy\")",
+        "x.toml: roles.web.provision.files[0].mode '999' must be an octal mode such as \"0644\"",
+        "x.toml: roles.web.provision.files[0].path '/etc/../shadow' must be an absolute path of"
+        " letters, digits and . _ - @ + / (no '..')",
+        "x.toml: roles.web.provision.units[0].name 'a b' is not a systemd unit name",
+        "x.toml: roles.db needs an app (app = \"NAME\" of an [apps.*] table), a"
+        " [roles.db.provision], or both",
+        "x.toml: generate[0].format must be one of hex, base64, alnum, laravel, not 'rot13'",
+        "x.toml: generate[1].length must be at least 16",
+        "x.toml: generate[1].name 'bad name' is not a variable name",
+        "x.toml: doctor.disk_path '/tmp/../etc' must be an absolute path",
+        "x.toml: doctor.reach[0].from names the role 'cache', which is not a [roles.*] table",
+        "x.toml: 'domain' is both generated or asked for and declared elsewhere: one place only"
+        " (secrets-ENV holds generated and asked values)",
+        "x.toml: users.deploy_user_variable names 'deployer', which is not declared in [variables]",
+        "x.toml: users.trust[0].to_variable names 'db_ip', which is not declared in [variables]",
+        "x.toml: doctor.reach[0].to_variable names 'x', which is not declared in [variables]",
     )

@@ -283,3 +283,83 @@ def log_command(root: str, lines: int, command: str) -> str:
     for it (exported first: `LINES=n cmd ${LINES}` would expand ${LINES} before the
     assignment, and always show the default)."""
     return f"cd {q(root)} && export LINES={int(lines)} && {command}"
+
+
+def unit_states(units: list[str]) -> str:
+    """Each unit's `systemctl is-active` state, one word a line, in order.
+
+    >>> unit_states(["nginx", "chom-app"])
+    'systemctl is-active -- nginx.service chom-app.service; true'
+    """
+    return f"systemctl is-active -- {' '.join(shlex.quote(f'{u}.service') for u in units)}; true"
+
+
+# Tries TCP connections from the host, all at once: argv is the timeout in seconds, then
+# (index, address, port) triples, never code; prints `reach.INDEX=ok` or `reach.INDEX=error WHY`.
+_REACH_PY = """\
+import socket, sys, threading, time
+limit = float(sys.argv[1])
+args = sys.argv[2:]
+found = {}
+def one(index, address, port):
+    try:
+        socket.create_connection((address, int(port)), timeout=limit).close()
+        found[index] = "ok"
+    except OSError as exc:
+        found[index] = "error " + (str(exc) or type(exc).__name__)
+threads = [threading.Thread(target=one, args=args[i:i + 3], daemon=True)
+           for i in range(0, len(args), 3)]
+for t in threads:
+    t.start()
+end = time.time() + limit + 2
+for t in threads:
+    t.join(max(0.0, end - time.time()))
+for i in range(0, len(args), 3):
+    print("reach.%s=%s" % (args[i], found.get(args[i], "error no answer").replace("\\n", " ")))
+"""
+
+
+def reach_probe(targets: tuple[tuple[str, int], ...], timeout: float = 3.0) -> str:
+    """A TCP connection from the host to each (address, port), `timeout` seconds each, all at
+    once: `reach.N=ok` / `reach.N=error WHY` with python3; without it, bash's /dev/tcp under
+    timeout(1), `reach.N=exit CODE` (124: no answer in time); `reach.N=untested` without
+    either. Each address must be an IP address or a host name (validate.host_address): it
+    travels as an argument, never as code.
+    """
+    args = " ".join(f"{i} {q(address)} {int(port)}" for i, (address, port) in enumerate(targets))
+    # Double-quoted with every $ escaped, so that the inner bash (not this shell) expands them.
+    bash = "; ".join(f'timeout {timeout:g} bash -c "exec 3<>\\"/dev/tcp/\\$1/\\$2\\"" reach'
+                     f" {q(address)} {int(port)} 2>/dev/null; printf 'reach.{i}=exit %s\\n' \"$?\""
+                     for i, (address, port) in enumerate(targets))
+    untested = "; ".join(f"echo reach.{i}=untested" for i in range(len(targets)))
+    return (f"if command -v python3 >/dev/null 2>&1; then python3 -c {q(_REACH_PY)} {timeout:g}"
+            f" {args}; elif command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1;"
+            f" then {bash}; else {untested}; fi")
+
+
+def doctor_probe(disk_path: str, commands: tuple[str, ...] = (),
+                 reach: tuple[tuple[str, int], ...] = (), reach_timeout: float = 3.0) -> str:
+    """Pre-flight facts in one round trip, as key=value lines, read-only: the host's clock first
+    and last (`clock_start`, `clock_end`, so that the skew is measured over the round trip as
+    NTP does), `sudo` (root, yes, missing, or `no WHY`), `os_id` and `os_version` (as
+    os-release has them, quotes and all), `disk_kb` free on `disk_path`, `command:NAME=yes|no`
+    for each of `commands`, then `reach_probe(reach)`.
+    """
+    clock = "printf 'clock_%s=%s\\n' {} \"$(date +%s.%N)\""
+    parts = [
+        clock.format("start"),
+        'if [ "$(id -u)" = 0 ]; then echo sudo=root; elif ! command -v sudo >/dev/null 2>&1;'
+        " then echo sudo=missing; elif out=$(sudo -n true 2>&1 < /dev/null); then echo sudo=yes;"
+        " else printf 'sudo=no %s\\n' \"$(printf %s \"$out\" | head -n 1)\"; fi",
+        "{ cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; }"
+        " | sed -n -e 's/^ID=/os_id=/p' -e 's/^VERSION_ID=/os_version=/p'",
+        f"df -Pk -- {q(disk_path)} 2>/dev/null | awk 'NR == 2 {{ print \"disk_kb=\" $4 }}'",
+    ]
+    if commands:
+        parts.append(f"for c in {' '.join(q(c) for c in commands)}; do"
+                     ' if command -v "$c" >/dev/null 2>&1; then r=yes; else r=no; fi;'
+                     " printf 'command:%s=%s\\n' \"$c\" \"$r\"; done")
+    if reach:
+        parts.append(reach_probe(reach, reach_timeout))
+    parts.append(clock.format("end"))
+    return "; ".join(parts)

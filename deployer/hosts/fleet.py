@@ -4,8 +4,10 @@ summary lists every host with changed / unchanged / failed / skipped and why."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -15,11 +17,22 @@ from deployer import validate
 from deployer.config import EnvConfig, Settings
 from deployer.errors import ConfigError, DeployerError, HostError, Interrupted
 from deployer.hosts import commands as cmd
+from deployer.hosts import provision
 from deployer.hosts import release as rel
 from deployer.hosts.address import parse_host_list
 from deployer.hosts.connection import Host, Remote, gateway_for
 from deployer.logs import RunLog
-from deployer.results import CHANGED, FAILED, SKIPPED, UNCHANGED, FleetResult, HostResult, Progress
+from deployer.results import (
+    CHANGED,
+    FAILED,
+    OK,
+    SKIPPED,
+    UNCHANGED,
+    FleetResult,
+    HostResult,
+    Progress,
+    StepResult,
+)
 from deployer.stacks import Phase, Stack
 
 T = TypeVar("T")
@@ -56,7 +69,7 @@ def resolve_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object]) -
     return hosts
 
 
-def _remote(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: RunLog,
+def remote_for(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: RunLog,
             accept_new: bool) -> Remote:
     assert stack.hosts is not None
     gateway = gateway_for(env.values.get(stack.hosts.gateway_variable, ""),
@@ -102,10 +115,17 @@ def _each(hosts: list[Host], parallel: int, work: Callable[[Host], HostResult],
     return FleetResult(_map(hosts, parallel, work, failed, cancel))
 
 
-def role_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object],
-               ) -> list[tuple[Stack, list[Host]]]:
-    """Every role (as a one-role view of the stack) with its hosts, in phase order."""
-    return [(view, resolve_hosts(view, env, outputs)) for view in stack.views()]
+def role_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object], *,
+               login: str = "deploy") -> list[tuple[Stack, list[Host]]]:
+    """Every role (as a one-role view of the stack) with its hosts, in phase order. A stack with
+    [users] logs in as its deploy user, or with login="bootstrap" as the bootstrap user (the
+    login a bare server has: pre-flight checks, and creating the deploy user)."""
+    found = [(view, resolve_hosts(view, env, outputs)) for view in stack.views()]
+    if stack.users is None:
+        return found
+    spec = stack.users
+    user = env.values[spec.bootstrap_user_variable if login == "bootstrap" else spec.deploy_user_variable]
+    return [(view, [dataclasses.replace(h, user=user) for h in hosts]) for view, hosts in found]
 
 
 class _Tally:
@@ -170,11 +190,19 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, pro
     def one(target: tuple[Stack, Host]) -> HostResult:
         view, host = target
         cancel.check(host)
-        remote = _remote(view, env, settings, host, log, accept_new_host_keys)
+        remote = remote_for(view, env, settings, host, log, accept_new_host_keys)
+        said: list[str] = []
+
+        def say(text: str) -> None:
+            said.append(f"{time.strftime('%H:%M:%S')} {text}")
+            progress(text)
+
         try:
-            result = rel.deploy_host(remote, view, env, settings, outputs=outputs or {},
-                                     progress=progress, cancel=cancel, pin=pin,
-                                     lead=host == roles[view.role][1][0])
+            result = _deploy_one(remote, view, env, settings, outputs or {}, say, cancel, pin,
+                                 lead=host == roles[view.role][1][0])
+            if stack.deploy_log:
+                say(f"[{host}] {result.status}: {result.reason}")
+                _write_deploy_log(remote, stack.deploy_log, said)
         finally:
             remote.close()
         progress(f"[{host}] {result.status}: {result.reason}")
@@ -216,6 +244,163 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, pro
     return FleetResult(tuple(results))
 
 
+def _deploy_one(remote: Remote, view: Stack, env: EnvConfig, settings: Settings,
+                outputs: Mapping[str, object], say: Progress, cancel: rel.Cancel, pin: rel.Pin, *,
+                lead: bool) -> HostResult:
+    """One host of a role: its provisioning (when the role has one), then its app's release."""
+    role = view.role_of(view.role) if view.role else None
+    done: list = []
+    if role is not None and role.provision is not None:
+        remote.open()
+        ctx = provisioning_context(view, env, remote.host, outputs)
+        wanted = provision.render(role.provision, settings.project, ctx, remote.host.user)
+        done = provision.ensure_provisioned(remote, wanted)
+        for step in done:
+            if step.status == CHANGED:
+                say(f"[{remote.host}] {step.name}: {step.reason}")
+        cancel.check(remote.host)
+    changed = [s for s in done if s.status == CHANGED]
+    summary = (f"provisioned: {len(changed)} of {len(done)} item(s) changed" if changed
+               else f"provisioning: all {len(done)} item(s) already present" if done else "")
+    if view.app is None:
+        return HostResult(str(remote.host), CHANGED if changed else UNCHANGED, summary,
+                          steps=tuple(done))
+    result = rel.deploy_host(remote, view, env, settings, outputs=outputs, progress=say,
+                             cancel=cancel, pin=pin, lead=lead)
+    if not done:
+        return result
+    status = CHANGED if changed and result.status == UNCHANGED else result.status
+    return dataclasses.replace(result, status=status, reason=f"{summary}; {result.reason}",
+                               steps=(*done, *result.steps))
+
+
+def provisioning_context(view: Stack, env: EnvConfig, host: Host,
+                         outputs: Mapping[str, object]) -> dict[str, object]:
+    """What provisioning templates see: the release templates' context, plus `deploy_user`
+    (the login) and `app_root` (the role's app's root, when it has one)."""
+    ctx: dict[str, object] = {**rel.context(view, env, host, outputs), "deploy_user": host.user}
+    if view.app is not None:
+        ctx["app_root"] = view.app.root
+    return ctx
+
+
+def _write_deploy_log(remote: Remote, directory: str, lines: list[str]) -> None:
+    """The host keeps its own record of this deploy: `<directory>/deployment-<UTC>.log`, the
+    run's lines for it (masked like every line deployer writes)."""
+    name = f"deployment-{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}.log"
+    text = remote.log.masker.mask("\n".join(lines) + "\n").encode()
+    try:
+        remote.run(provision.dir_command(directory, "0750", remote.host.user,
+                                         provision.sudo_for(remote)), timeout=30, check=True,
+                   what="deploy log directory")
+        tmp = f"{remote.home}/.deploy-log-upload"
+        remote.put(text, tmp, mode=0o600)
+        remote.run(provision.install_file_command(tmp, f"{directory}/{name}", "0640",
+                                                  remote.host.user, provision.sudo_for(remote)),
+                   timeout=30, check=True, what="deploy log")
+    except HostError as exc:  # the deploy itself is done: its record failing is said, not fatal
+        remote.log.write(f"[{remote.host}] could not write the deployment log: {exc}")
+
+
+def prepare_users(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog,
+                  progress: Progress, public_key: str, accept_new_host_keys: bool = False,
+                  ) -> tuple[HostResult, ...]:
+    """Existing servers, through their bootstrap login: the deploy user with sudo and the
+    operator's key on every host; then, per `trust`, a key made on each `from` host, authorized
+    on the `to` hosts, and SSH between them tried without a password."""
+    assert stack.users is not None
+    spec = stack.users
+    user = env.values[spec.deploy_user_variable]
+    boot = role_hosts(stack, env, {}, login="bootstrap")
+    targets = [(view, h) for view, hosts in boot for h in hosts]
+    width = sum(v.hosts.parallel for v, _ in boot if v.hosts)
+
+    def one(target: tuple[Stack, Host]) -> HostResult:
+        view, host = target
+        remote = remote_for(view, env, settings, host, log, accept_new_host_keys)
+        try:
+            remote.open()
+            steps = provision.ensure_user(remote, user, public_key)
+        finally:
+            remote.close()
+        changed = [s.reason for s in steps if s.status == CHANGED]
+        reason = (f"deploy user {user}: {'; '.join(changed)}" if changed
+                  else f"deploy user {user} exists, with sudo and the operator's key")
+        progress(f"[{host}] {reason}")
+        return HostResult(str(host), CHANGED if changed else UNCHANGED, reason, steps=tuple(steps))
+
+    def failed(target: tuple[Stack, Host], exc: DeployerError) -> HostResult:
+        progress(f"[{target[1]}] FAILED: {exc}")
+        return HostResult(str(target[1]), FAILED, str(exc))
+
+    progress(f"users: deploy user {user} on {len(targets)} host(s), through the bootstrap login")
+    results = list(_map(targets, width, one, failed))
+    if any(r.status == FAILED for r in results) or not spec.trust:
+        return tuple(results)
+    deploy_hosts = dict((v.role, (v, hs)) for v, hs in role_hosts(stack, env, {}))
+    for source, target, variable in spec.trust:
+        address = env.values[variable]
+        for host in deploy_hosts[source][1]:
+            view = deploy_hosts[source][0]
+            remote = remote_for(view, env, settings, host, log, accept_new_host_keys)
+            try:
+                remote.open()
+                key, made = provision.host_key(remote, user)
+                steps = [made]
+                for other in deploy_hosts[target][1]:
+                    far = remote_for(deploy_hosts[target][0], env, settings, other, log,
+                                  accept_new_host_keys)
+                    try:
+                        far.open()
+                        added = provision.ensure_user(far, user, key)[-1]
+                    finally:
+                        far.close()
+                    steps.append(StepResult(f"trust {source}→{target}", added.status,
+                                            f"{host.address}'s key on {other.address}:"
+                                            f" {'added' if added.status == CHANGED else 'present'}"))
+                steps.append(provision.check_trust(remote, address, target))
+            except DeployerError as exc:
+                progress(f"[{host}] FAILED: {exc}")
+                results.append(HostResult(str(host), FAILED, f"trust {source}→{target}: {exc}"))
+                continue
+            finally:
+                remote.close()
+            changed = any(s.status == CHANGED for s in steps)
+            reason = f"SSH {source}→{target} ({address}) works without a password" + (
+                ": key made and authorized" if changed else "")
+            progress(f"[{host}] {reason}")
+            results.append(HostResult(str(host), CHANGED if changed else UNCHANGED, reason,
+                                      steps=tuple(steps)))
+    return tuple(results)
+
+
+def verify_services(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog,
+                    accept_new_host_keys: bool = False) -> tuple[StepResult, ...]:
+    """The end of an apply: per host, each unit its role lists in `services` is active (one
+    round trip per host)."""
+    checks: list[StepResult] = []
+    for view, hosts in role_hosts(stack, env, {}):
+        units = view.role_of(view.role).services if view.role else ()
+        for host in hosts if units else []:
+            remote = remote_for(view, env, settings, host, log, accept_new_host_keys)
+            try:
+                remote.open()
+                states = remote.run(cmd.unit_states(list(units)), timeout=60,
+                                    what="services").stdout.split()
+            except DeployerError as exc:
+                checks.append(StepResult(f"services on {host}", FAILED, str(exc)))
+                continue
+            finally:
+                remote.close()
+            states += ["unknown"] * (len(units) - len(states))
+            down = [f"{u} {s}" for u, s in zip(units, states[:len(units)], strict=True)
+                    if s != "active"]
+            checks.append(StepResult(f"services on {host}", FAILED if down else OK,
+                                     f"not active: {', '.join(down)}" if down
+                                     else f"{len(units)} active: {', '.join(units)}"))
+    return tuple(checks)
+
+
 def preview(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, progress: Progress,
             outputs: Mapping[str, object], accept_new_host_keys: bool = False) -> FleetResult:
     """`plan`'s host phase: what a deploy would do on every host, found read-only. A host that
@@ -225,7 +410,9 @@ def preview(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, pr
 
     def one(target: tuple[Stack, Host]) -> HostResult:
         view, host = target
-        remote = _remote(view, env, settings, host, log, accept_new_host_keys)
+        if view.app is None:
+            return HostResult(str(host), SKIPPED, "provisioning only: checked item by item at apply")
+        remote = remote_for(view, env, settings, host, log, accept_new_host_keys)
         try:
             return rel.preview_host(remote, view, env, settings, outputs=outputs, pin=pin)
         finally:
@@ -250,7 +437,7 @@ def rollback(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host]
     check_release_name(to)
 
     def one(host: Host) -> HostResult:
-        remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
+        remote = remote_for(stack, env, settings, host, log, accept_new_host_keys)
         try:
             result = rel.rollback_host(remote, stack, env, to=to, outputs=outputs or {},
                                        progress=progress)
@@ -270,7 +457,7 @@ def unlock(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
     removed; one that changed hands meanwhile is left alone."""
 
     def one(host: Host) -> HostResult:
-        remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
+        remote = remote_for(stack, env, settings, host, log, accept_new_host_keys)
         try:
             remote.open()
             root, state = rel.probe(remote, stack)
@@ -316,7 +503,9 @@ def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
     assert stack.hosts is not None
 
     def one(host: Host) -> HostStatus:
-        remote = _remote(stack, env, settings, host, log, accept_new_host_keys)
+        if stack.app is None:
+            return HostStatus(str(host), audit=("provisioning only: this role has no releases",))
+        remote = remote_for(stack, env, settings, host, log, accept_new_host_keys)
         try:
             remote.open()
             root, state = rel.probe(remote, stack)
@@ -340,7 +529,7 @@ def logs(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], *,
         raise ConfigError(f"stack {stack.name} declares no app.log_command ({stack.path})")
 
     def one(host: Host) -> HostResult:
-        remote = _remote(stack, env, settings, host, log, False)
+        remote = remote_for(stack, env, settings, host, log, False)
         try:
             remote.open()
             root = rel.app_root(stack, remote)
