@@ -205,6 +205,17 @@ def ssh_hosts(tmp_path: Path, operator_key: Path) -> Iterator[Callable[[int], li
         host.stop()
 
 
+def ssh(config: Path, target: str, command: str, *, jump: str = "",
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`ssh -F config [-J jump] target command` on a sandbox machine; -F, not -o, so the options
+    reach the jump hop too. AssertionError with ssh's stderr when it fails and `check`."""
+    argv = ["ssh", "-F", str(config), *(["-J", jump] if jump else []), target, command]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
+    return done
+
+
 def wait_for(predicate: Callable[[], object], seconds: float = 15, every: float = 0.1) -> bool:
     """True once `predicate()` holds, False after `seconds`: for what a test waits on."""
     deadline = time.monotonic() + seconds

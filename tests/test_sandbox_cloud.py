@@ -1,5 +1,6 @@
 """The sandbox cloud keeps one endpoint: never a second beside a live one, a watcher tied to the
-endpoint it watches, and `down` stops everything any `up` started. Real moto, real sshd."""
+endpoint it watches, CHOM's two servers booted with the edge hosts, and `down` stops everything
+any `up` started. Real moto, real machines, real sshd."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from deployer.process import is_alive, pids_naming
 from deployer.sandbox import cloud, endpoint
 
-from conftest import wait_for
+from conftest import ssh, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +34,10 @@ def work_dir(tmp_path: Path, provider_mirror: Path):
 
 
 def environ(index: int) -> dict[str, str]:
-    return {**os.environ, "DEPLOYER_SANDBOX_EDGE_ADDRESSES": f"127.{_OCTET}.252.{index}"}
+    """Addresses of this test's own: never the project's sandbox's, nor another test's."""
+    return {**os.environ, "DEPLOYER_SANDBOX_EDGE_ADDRESSES": f"127.{_OCTET}.252.{index}",
+            "DEPLOYER_SANDBOX_CHOM_ADDRESSES": f"127.{_OCTET}.253.{2 * index - 1}"
+                                               f" 127.{_OCTET}.253.{2 * index}"}
 
 
 def state(work: Path) -> dict:
@@ -97,3 +102,38 @@ def test_down_stops_an_endpoint_whose_record_was_lost(work_dir: Path) -> None:
     for pid in (lost.pid, recorded["endpoint"]["pid"], recorded["watcher"]["pid"]):
         assert wait_for(lambda pid=pid: not is_alive(pid, str(root)), 5), pid
     assert [p for p in pids_naming(str(root))] == []
+
+
+def test_chom_servers_boot_with_the_edge_hosts_let_root_in_and_share_the_lan(
+        work_dir: Path, tmp_path: Path) -> None:
+    env = environ(5)
+    steps = {r.name: r for r in cloud.up(work_dir, env)}
+    observability, app = cloud.chom_addresses(env)
+    assert steps[f"chom observability server {observability}"].status == "changed"
+    assert steps[f"chom app server {app}"].status == "changed"
+    config = tmp_path / "ssh_config"  # root, with the operator key `up` made
+    config.write_text(
+        f"Host *\n  User root\n  IdentityFile {cloud.paths(work_dir).key}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {tmp_path / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+        "  BatchMode yes\n  ConnectTimeout 10\n")
+    for role, address in zip(cloud.CHOM_ROLES, (observability, app), strict=True):
+        assert ssh(config, address, "id -un; hostname").stdout.split() == [
+            "root", cloud.chom_machine(role)]
+    # A listener on observability's port 9090: chom-app reaches it over the private LAN, and
+    # this machine through the public address's forwarded port.
+    ssh(config, observability, "systemd-run --unit=probe-9090 python3 -m http.server 9090"
+        " --directory /etc")
+    private = f"http://{cloud.CHOM_PRIVATE_IPS[0]}:9090/hostname"
+    assert wait_for(lambda: ssh(config, app, f"curl -sf {private}", check=False
+                                ).stdout.strip() == "chom-observability", 20)
+    with urllib.request.urlopen(f"http://{observability}:9090/hostname", timeout=10) as answer:
+        assert answer.read().decode().strip() == "chom-observability"
+
+    listed = {r.name: r for r in cloud.status(work_dir)}
+    for role, address in zip(cloud.CHOM_ROLES, (observability, app), strict=True):
+        line = listed[f"machine {cloud.chom_machine(role)}"]
+        assert line.status == "running" and f"public {address}" in line.reason
+        assert "ssh ready" in line.reason
+    stopped = {r.name for r in cloud.down(work_dir) if r.status == "changed"}
+    assert {f"machine {cloud.chom_machine(role)}" for role in cloud.CHOM_ROLES} <= stopped
+    assert not [r for r in cloud.status(work_dir) if r.name.startswith("machine ")]

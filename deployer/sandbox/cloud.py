@@ -10,6 +10,9 @@
   and on the ports its security groups open, the others only through such a machine (`ssh -J`).
   `ec2-user` logs in with the instance key pair's key, and `user_data` runs once at first boot.
 - A few edge hosts: more machines, on 127.0.10.x, for the edge stack.
+- CHOM's two existing servers (no Terraform): machines `chom-observability` and `chom-app` on
+  127.0.11.1 and .2 (private 10.20.251.1 and .2), where root logs in with the operator key, as on
+  a bare server reached first through a bootstrap login.
 Everything lives under `.deployer/sandbox/`; `down` stops every process it ever started (by pid,
 then by a command line naming that directory) and every machine, with the mounts, namespaces,
 bridge, route and cgroups made for them, and leaves files alone (host keys and machine disks
@@ -41,6 +44,12 @@ EDGE_ADDRESSES = ("127.0.10.1", "127.0.10.2", "127.0.10.3")
 CIDR = "10.20.0.0/16"
 EDGE_PRIVATE_NET = "10.20.250."
 LOGIN_USER = "ec2-user"  # what the machines let in, as an Amazon Linux AMI does
+# CHOM's existing servers, in this order: observability (Prometheus, Grafana), then the app.
+CHOM_ROLES = ("observability", "app")
+CHOM_ADDRESSES = ("127.0.11.1", "127.0.11.2")
+CHOM_PRIVATE_IPS = ("10.20.251.1", "10.20.251.2")  # outside moto's subnet and the edge hosts'
+CHOM_LOGIN_USER = "root"  # bare servers: the first login is root's, as a provider hands them out
+CHOM_PORTS = (22, 80, 3000, 9090)  # ssh, the app, Grafana, Prometheus
 # What the command lines of the sandbox's own services contain (a reused pid is not ours).
 ENDPOINT_MARKER = "deployer.sandbox.endpoint"
 WATCHER_MARKER = "deployer.sandbox.instances"
@@ -59,6 +68,33 @@ def edge_machine(address: str) -> str:
     'edge-127-0-10-1'
     """
     return "edge-" + address.replace(".", "-")
+
+
+def chom_addresses(environ: dict[str, str]) -> tuple[str, str]:
+    """CHOM's two servers (observability, app); DEPLOYER_SANDBOX_CHOM_ADDRESSES="A B" moves them.
+
+    >>> chom_addresses({"DEPLOYER_SANDBOX_CHOM_ADDRESSES": "127.0.31.1 127.0.31.2"})
+    ('127.0.31.1', '127.0.31.2')
+    """
+    raw = environ.get("DEPLOYER_SANDBOX_CHOM_ADDRESSES", "")
+    if not raw.strip():
+        return CHOM_ADDRESSES
+    found = raw.split()
+    if len(found) != len(CHOM_ROLES):
+        raise ConfigError(f"DEPLOYER_SANDBOX_CHOM_ADDRESSES names {len(found)} addresses, not"
+                          f" {len(CHOM_ROLES)} ({' and '.join(CHOM_ROLES)}): {raw!r}")
+    return found[0], found[1]
+
+
+def chom_machine(role: str) -> str:
+    """The machine name of CHOM's `role` server (one of CHOM_ROLES).
+
+    >>> chom_machine("observability")
+    'chom-observability'
+    """
+    if role not in CHOM_ROLES:
+        raise ValueError(f"CHOM's servers are {', '.join(CHOM_ROLES)}, not {role!r}")
+    return f"chom-{role}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +127,8 @@ def paths(work_dir: Path) -> Paths:
 
 
 def machines_of(p: Paths, image: Path | None = None, environ: dict[str, str] | None = None):
-    """The sandbox's machines (the instances' and the edge hosts'), in its own directory."""
+    """The sandbox's machines (the instances', the edge hosts' and CHOM's), in its own
+    directory."""
     from deployer.sandbox.machines import Machines
 
     return Machines(p.root, image=image, cidr=CIDR, environ=environ)
@@ -194,19 +231,25 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
         sshd.SandboxHost(host_dir, host_dir.name).stop()  # an emulated host of an older sandbox
     fleet = machines_of(p, image.path, environ)
+    # (what, machine, private IP, public address, login user, ports, the variable that moves it)
+    hosts = [("edge host", edge_machine(address), f"{EDGE_PRIVATE_NET}{index}", address,
+              LOGIN_USER, (), "DEPLOYER_SANDBOX_EDGE_ADDRESSES moves the demo's edge hosts")
+             for index, address in enumerate(edge_addresses(environ), start=1)]
+    hosts += [(f"chom {role} server", chom_machine(role), private_ip, address, CHOM_LOGIN_USER,
+               CHOM_PORTS, "DEPLOYER_SANDBOX_CHOM_ADDRESSES moves CHOM's servers")
+              for role, private_ip, address in zip(CHOM_ROLES, CHOM_PRIVATE_IPS,
+                                                   chom_addresses(environ), strict=True)]
     booted = []
-    for index, address in enumerate(edge_addresses(environ), start=1):
-        name, private_ip = edge_machine(address), f"{EDGE_PRIVATE_NET}{index}"
+    for what, name, private_ip, address, login_user, ports, moves in hosts:
         try:
-            started = fleet.start(name, private_ip, address,
-                                  authorized_keys=public_key, login_user=LOGIN_USER,
-                                  binds=[p.app_origin], wait=False)
+            started = fleet.start(name, private_ip, address, authorized_keys=public_key,
+                                  login_user=login_user, ports=ports, binds=[p.app_origin],
+                                  wait=False)
         except machines.MachineError as exc:
-            raise SandboxError(f"edge host {address}: {exc}; DEPLOYER_SANDBOX_EDGE_ADDRESSES moves"
-                               " the demo's edge hosts") from exc
+            raise SandboxError(f"{what} {address}: {exc}; {moves}") from exc
         if started.status == CHANGED:
             booted.append(name)
-        results.append(StepResult(f"edge host {address}", started.status,
+        results.append(StepResult(f"{what} {address}", started.status,
                                   f"machine {name}, private {private_ip}: {started.reason}"))
     for name in booted:  # they boot together; wait for them all once
         fleet.wait_until_ready(name)

@@ -22,6 +22,9 @@ it reboots (nspawn exits 133 on `systemctl reboot`). Facts this relies on, measu
   moto's Elastic IPs) gets a forwarder (deployer/sandbox/forwarder.py) listening on that address,
   port 22, which dials the machine's own sshd from inside its namespace: the host side needs no
   routable address. A private-only machine is reached with `ssh -J` through such a jump machine.
+- Packages: the image carries a Debian repository of its own (REPO_PACKAGES, nginx, with every
+  dependency the image lacks, fetched from the mirror at build time), and it is apt's only
+  source: a machine has no network, yet `apt-get install nginx` works there as on a server.
 - Everything made is recorded in `machines.json` under the sandbox directory before it is used,
   and `stop`/`stop_all` remove exactly what is recorded (plus namespaces and mounts whose names
   carry this sandbox's tag, which only this sandbox makes). Files stay (a stopped machine keeps
@@ -31,6 +34,7 @@ it reboots (nspawn exits 133 on `systemctl reboot`). Facts this relies on, measu
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import fcntl
 import hashlib
 import ipaddress
@@ -59,8 +63,12 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"  # the mirror this machine's apt already uses
 PACKAGES = ("openssh-server", "systemd", "systemd-sysv", "dbus", "iproute2", "python3", "git",
             "curl", "sudo")
+# Not installed, but in the image's own package repository (with every dependency the image
+# lacks): a machine has no network, yet `apt-get install nginx` works on it as on a real server.
+REPO_PACKAGES = ("nginx",)
+REPO_DIR = "/var/lib/deployer/debs"  # inside the image
 # Bump when the image's post-processing changes: the image's directory name changes with it.
-IMAGE_RECIPE = 1
+IMAGE_RECIPE = 2
 IMAGE_MARKER = ".deployer-image"  # written last, before the rename: the image is complete
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
@@ -97,6 +105,15 @@ echo "exit=$rc finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)" > {done}
 exit $rc
 """
 
+# The image's only package source. trusted=yes (no signature on its Release file) is acceptable:
+# every .deb in it was fetched by apt from the Debian mirror at build time and verified then
+# against the mirror's signed Release file; Release and Packages only carry those files' hashes
+# into the image, where apt checks every .deb against them again.
+REPO_SOURCES = f"""\
+# Written by deployer's sandbox: machines have no network; this repository is in the image.
+deb [trusted=yes] file:{REPO_DIR} ./
+"""
+
 SSHD_DROP_IN = """\
 # Written by deployer's sandbox: only the host key generated for this machine.
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -119,14 +136,17 @@ class BaseImage:
     result: StepResult
 
 
-def image_name(suite: str = SUITE, mirror: str = MIRROR, packages: Sequence[str] = PACKAGES) -> str:
+def image_name(suite: str = SUITE, mirror: str = MIRROR, packages: Sequence[str] = PACKAGES,
+               repo_packages: Sequence[str] = REPO_PACKAGES) -> str:
     """The cache directory's name: what it holds is in the name, so a recipe change never reuses
     (nor deletes under a running machine) an image built another way.
 
     >>> image_name().startswith("bookworm-")
     True
+    >>> image_name(repo_packages=()) != image_name()
+    True
     """
-    recipe = json.dumps([IMAGE_RECIPE, suite, mirror, sorted(packages)])
+    recipe = json.dumps([IMAGE_RECIPE, suite, mirror, sorted(packages), sorted(repo_packages)])
     return f"{suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
@@ -141,12 +161,15 @@ def debootstrap_argv(target: Path, suite: str = SUITE, mirror: str = MIRROR,
 
 
 def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: str = MIRROR,
-                      packages: Sequence[str] = PACKAGES, environ: Mapping[str, str] | None = None,
+                      packages: Sequence[str] = PACKAGES,
+                      repo_packages: Sequence[str] = REPO_PACKAGES,
+                      environ: Mapping[str, str] | None = None,
                       on_line: Callable[[str], None] | None = None) -> BaseImage:
     """The base image, built once per machine: debootstrap into a temporary directory, strip what
-    must differ per machine (SSH host keys, machine-id), then rename it into place, so a
-    half-built image is never used. `changed` when it was built now, `unchanged` when cached."""
-    final = cache / image_name(suite, mirror, packages)
+    must differ per machine (SSH host keys, machine-id), add the local package repository of
+    `repo_packages` (see add_local_repository), then rename it into place, so a half-built
+    image is never used. `changed` when it was built now, `unchanged` when cached."""
+    final = cache / image_name(suite, mirror, packages, repo_packages)
     if (final / IMAGE_MARKER).exists():
         return BaseImage(final, StepResult("base image", UNCHANGED, f"cached at {final}"))
     cache.mkdir(parents=True, exist_ok=True)
@@ -166,9 +189,11 @@ def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: 
             (tmp / "etc" / "machine-id").write_text("")
             for deb in (tmp / "var" / "cache" / "apt" / "archives").glob("*.deb"):
                 deb.unlink()
+            add_local_repository(tmp, repo_packages, env, on_line)
             (tmp / IMAGE_MARKER).write_text(json.dumps(
                 {"suite": suite, "mirror": mirror, "packages": list(packages),
-                 "recipe": IMAGE_RECIPE, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+                 "repo_packages": list(repo_packages), "recipe": IMAGE_RECIPE,
+                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
             if final.exists():  # a directory without the marker: an image built some other way
                 raise MachineError(f"{final} exists but is not a complete image; remove it")
             tmp.rename(final)
@@ -177,6 +202,94 @@ def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: 
             raise
     return BaseImage(final, StepResult("base image", CHANGED,
                                        f"built {final} in {time.monotonic() - started:.0f}s"))
+
+
+def add_local_repository(root: Path, packages: Sequence[str], environ: Mapping[str, str],
+                         on_line: Callable[[str], None] | None = None) -> None:
+    """A package repository inside the image at `root` (debootstrap's output, its sources still
+    the mirror): the .debs of `packages` and of every dependency the image lacks, in REPO_DIR
+    with a Packages index, and apt pointed only at it, lists updated. `packages` stay not
+    installed: a machine installs them itself, offline, as a server would from the mirror.
+
+    apt runs in the image by chroot, which needs no mount: `--download-only` runs no maintainer
+    script (so no policy-rc.d either), and apt reads no /proc on this path (measured)."""
+    env = {**environ, "DEBIAN_FRONTEND": "noninteractive"}
+
+    def chroot(*argv: str, quiet: bool = False) -> process.Completed:
+        return process.run(["chroot", str(root), *argv], env=env, masker=Masker(),
+                           on_line=None if quiet else on_line)
+
+    repo = root / REPO_DIR.lstrip("/")
+    repo.mkdir(parents=True, exist_ok=True)
+    archives = root / "var" / "cache" / "apt" / "archives"
+    if packages:
+        chroot("apt-get", "update")  # the mirror, as debootstrap left the sources
+        # Recommends too (apt's default): the repository then holds what `apt-get install` on a
+        # machine asks for, as on a real server; apt fetches only what is not installed.
+        chroot("apt-get", "install", "--download-only", "--yes", *packages)
+        for deb in sorted(archives.glob("*.deb")):
+            deb.rename(repo / deb.name)
+    stanzas, found = [], set()
+    for deb in sorted(repo.glob("*.deb")):
+        control = chroot("dpkg-deb", "--field", f"{REPO_DIR}/{deb.name}", quiet=True).output
+        found.update(line.split(":", 1)[1].strip() for line in control.splitlines()
+                     if line.startswith("Package:"))
+        stanzas.append(packages_stanza(control, deb.name, deb.read_bytes()))
+    missing = sorted(set(packages) - found)
+    if missing:  # already in the image (say, also in PACKAGES): nothing to install from here
+        raise MachineError(f"the image's repository lacks {', '.join(missing)}: already installed?")
+    index = "\n".join(stanzas).encode()
+    (repo / "Packages").write_bytes(index)
+    (repo / "Release").write_text(release_text(index, email.utils.formatdate(usegmt=True)))
+    sources = root / "etc" / "apt" / "sources.list"
+    sources.write_text(REPO_SOURCES)
+    for other in (root / "etc" / "apt" / "sources.list.d").glob("*"):
+        other.unlink()
+    chroot("apt-get", "update")  # the repository's lists; the mirror's go (they are not used)
+    chroot("apt-get", "clean")
+    installed = [p for p in packages if _dpkg_installed(root, p)]
+    if installed:
+        raise MachineError(f"{', '.join(installed)} got installed in the image; it must not be")
+
+
+def packages_stanza(control: str, filename: str, data: bytes) -> str:
+    """A Packages index entry: the .deb's control fields (`dpkg-deb --field`) and where it is.
+
+    >>> print(packages_stanza("Package: x\\nVersion: 1\\n", "x_1_all.deb", b"deb"), end="")
+    ... # doctest: +ELLIPSIS
+    Package: x
+    Version: 1
+    Filename: ./x_1_all.deb
+    Size: 3
+    MD5sum: ...
+    SHA256: ...
+    """
+    return (f"{control.strip()}\nFilename: ./{filename}\nSize: {len(data)}\n"
+            f"MD5sum: {hashlib.md5(data).hexdigest()}\n"  # noqa: S324  # apt's own index field
+            f"SHA256: {hashlib.sha256(data).hexdigest()}\n")
+
+
+def release_text(index: bytes, date: str) -> str:
+    """A flat repository's Release: the Packages file's hash, so apt reads exactly that file (no
+    probing for compressed variants) and checks it; without a Date apt warns on every update.
+
+    >>> release_text(b"", "Thu, 03 Dec 2026 02:49:28 GMT").splitlines()[-1].split()[1:]
+    ['0', 'Packages']
+    """
+    return f"Date: {date}\nSHA256:\n {hashlib.sha256(index).hexdigest()} {len(index)} Packages\n"
+
+
+def _dpkg_installed(root: Path, package: str) -> bool:
+    """dpkg's record in the image at `root` says `package` is installed."""
+    try:
+        status = (root / "var" / "lib" / "dpkg" / "status").read_text()
+    except OSError:
+        return False
+    for stanza in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+        if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
+            return True
+    return False
 
 
 def _remove_tree(path: Path) -> None:
