@@ -41,17 +41,17 @@ def ensure_app_origin(project: Path, bare: Path, environ: Mapping[str, str], *,
         process.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(bare)],
                     env=env, masker=Masker())
     process.run([*repo, "add", "--all", "."], env=env, masker=Masker())
-    tree = process.run([*repo, "write-tree"], env=env, masker=Masker()).stdout.strip()
+    tree = process.run([*repo, "write-tree"], env=env, masker=Masker()).output.strip()
     ref = f"refs/heads/{branch}"
     head = process.run([*repo, "rev-parse", "--verify", "--quiet", ref], env=env, masker=Masker(),
-                       ok_codes=(0, 1)).stdout.strip()
+                       ok_codes=(0, 1)).output.strip()
     if head:
         had = process.run([*repo, "rev-parse", f"{head}^{{tree}}"], env=env, masker=Masker())
-        if had.stdout.strip() == tree:
+        if had.output.strip() == tree:
             return f"file://{bare}"
     commit = process.run([*repo, "commit-tree", tree, *(["-p", head] if head else []), "-m",
                           f"{example}, as shipped in the project"], env=env,
-                         masker=Masker()).stdout.strip()
+                         masker=Masker()).output.strip()
     process.run([*repo, "update-ref", ref, commit], env=env, masker=Masker())
     return f"file://{bare}"
 

@@ -439,7 +439,7 @@ def operator_public_key(settings: Settings) -> str:
     if pub.is_file():
         return pub.read_text(encoding="utf-8").strip()
     return process.run(["ssh-keygen", "-y", "-f", settings.ssh_key], env=dict(settings.environ),
-                       masker=Masker()).stdout.strip()
+                       masker=Masker()).output.strip()
 
 
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:

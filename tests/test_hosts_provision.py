@@ -111,7 +111,7 @@ def _every_builder(value: str) -> dict[str, list[str]]:
 def test_every_builder_is_in_the_shellcheck_test() -> None:
     builders = {name for name, value in vars(provision).items()
                 if name.endswith(("_command", "_script")) and callable(value)}
-    wrappers = {"user_command", "host_key_command"}
+    wrappers = {"user_command", "host_key_command"}  # as_root(user_script), sudo -u (host_key_script)
     assert builders == set(_every_builder("v")) | wrappers
     assert provision.user_command("u", "k", "sudo -n ") == \
         f"sudo -n sh -c {shlex.quote(provision.user_script('u', 'k'))}"

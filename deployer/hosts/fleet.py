@@ -201,7 +201,7 @@ def deploy(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog, pro
             result = _deploy_one(remote, view, env, settings, outputs or {}, say, cancel, pin,
                                  lead=host == roles[view.role][1][0])
             if stack.deploy_log:
-                say(f"[{host}] {result.status}: {result.reason}")
+                said.append(f"{time.strftime('%H:%M:%S')} [{host}] {result.status}: {result.reason}")
                 _write_deploy_log(remote, stack.deploy_log, said)
         finally:
             remote.close()
@@ -277,11 +277,8 @@ def _deploy_one(remote: Remote, view: Stack, env: EnvConfig, settings: Settings,
 def provisioning_context(view: Stack, env: EnvConfig, host: Host,
                          outputs: Mapping[str, object]) -> dict[str, object]:
     """What provisioning templates see: the release templates' context, plus `deploy_user`
-    (the login) and `app_root` (the role's app's root, when it has one)."""
-    ctx: dict[str, object] = {**rel.context(view, env, host, outputs), "deploy_user": host.user}
-    if view.app is not None:
-        ctx["app_root"] = view.app.root
-    return ctx
+    (the login)."""
+    return {**rel.context(view, env, host, outputs), "deploy_user": host.user}
 
 
 def _write_deploy_log(remote: Remote, directory: str, lines: list[str]) -> None:

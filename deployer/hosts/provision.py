@@ -46,7 +46,16 @@ def user_command(user: str, public_key: str, sudo: str) -> str:
     >>> "useradd --create-home --shell /bin/bash -- stilgar" in user_command("stilgar", "k", "")
     True
     """
-    return f"{sudo}sh -c {shlex.quote(user_script(user, public_key))}"
+    return as_root(user_script(user, public_key), sudo)
+
+
+def as_root(script: str, sudo: str) -> str:
+    """`script` run as root: by this login itself when it is root, else under `sudo -n`.
+
+    >>> as_root("id -u", "sudo -n ")
+    "sudo -n sh -c 'id -u'"
+    """
+    return f"{sudo}sh -c {shlex.quote(script)}"
 
 
 def user_script(user: str, public_key: str) -> str:
@@ -246,8 +255,9 @@ def ensure_provisioned(remote: Remote, wanted: Wanted) -> list[StepResult]:
     names = [p.split("=", 1)[0] for p in wanted.packages]
     unit_paths = {f"{UNIT_DIR}/{name}.service": name for name in wanted.units}
     paths = [d[0] for d in wanted.dirs] + list(wanted.files) + list(unit_paths)
-    found = parse_kv(remote.run(probe_command(names, paths, list(wanted.units)), timeout=60,
-                                what="probe provisioning").stdout)
+    # As root: the files it compares may be root's alone (a password file, 0600).
+    found = parse_kv(remote.run(as_root(probe_command(names, paths, list(wanted.units)), sudo),
+                                timeout=60, what="probe provisioning").stdout)
     results: list[StepResult] = []
 
     missing = []

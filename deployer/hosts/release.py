@@ -111,9 +111,13 @@ class Rendered:
 
 
 def context(stack: Stack, env: EnvConfig, host: Host, outputs: Mapping[str, object]) -> dict[str, Any]:
-    """What templates see: every env-file value by its own name, plus the host and the run."""
-    return {**env.values, "host": {"user": host.user, "address": host.address, "port": host.port},
-            "env_name": env.name, "stack_name": stack.name, "outputs": dict(outputs)}
+    """What templates see: every env-file value by its own name, plus the host and the run (and
+    the app's root, where releases/, shared/ and current live)."""
+    ctx = {**env.values, "host": {"user": host.user, "address": host.address, "port": host.port},
+           "env_name": env.name, "stack_name": stack.name, "outputs": dict(outputs)}
+    if stack.app is not None:
+        ctx["app_root"] = stack.app.root
+    return ctx
 
 
 def render(stack: Stack, env: EnvConfig, project: Path, host: Host, sha: str,
@@ -411,11 +415,12 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
         if cancel.event.is_set():
             _restore(remote, stack, env, root, previous, say)
             cancel.check(host)
-        if failed := health(remote, _checks(app, "before_switch"), release, ctx, progress):
-            return fail(f"health check '{failed}' (before the switch)")
+        # The steps make the release ready (caches, permissions), then the checks test it.
         if failed_step := _steps(remote, stack, settings, "before_switch", release, context_env,
                                  lead, say, steps, stop=cancel.event):
             return fail(failed_step)
+        if failed := health(remote, _checks(app, "before_switch"), release, ctx, progress):
+            return fail(f"health check '{failed}' (before the switch)")
         if app.service is not None:
             # The unit runs from `current`: switch first, and switch back if the checks fail.
             steps.append(StepResult("service", CHANGED, start_service(
@@ -470,8 +475,9 @@ def planned_steps(app: Any, change: str) -> list[str]:
     named = lambda point: [f"{point}:{s.name}" + (" (once)" if s.once else "")  # noqa: E731
                            for s in app.steps_at(point)]
     steps += named("before_deploy") + [f"install:{app.install}"] + named("build") + named("migrate")
+    steps += named("before_switch")
     steps += ["health:before_switch"] if _checks(app, "before_switch") else []
-    steps += named("before_switch") + ["switch"]
+    steps += ["switch"]
     steps += [f"restart:{app.service.name}"] if app.service is not None else []
     steps += named("after_switch")
     steps += ["health:after_switch"] if _checks(app, "", "after_switch") else []
