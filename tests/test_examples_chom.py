@@ -287,26 +287,6 @@ def test_unit_templates_render_with_deployer_values() -> None:
             assert "DynamicUser=yes\n" in text
 
 
-def test_nginx_site_is_valid_for_nginx(tmp_path: Path) -> None:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.access(nginx, os.X_OK):
-        pytest.skip("nginx is not installed here (the app server gets it from provisioning)")
-    site = templates.render_file(CHOM / "config" / "nginx-chom.conf.j2", {"domain": "chom.example.com"})
-    assert "listen 80 default_server;" in site and "proxy_pass http://127.0.0.1:8000;" in site
-    (tmp_path / "site.conf").write_text(site)
-    temp = " ".join(f"{kind}_temp_path {tmp_path}/{kind};" for kind in
-                    ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\nevents {{}}\n"
-        f"http {{ access_log off; {temp} include {tmp_path}/site.conf; }}\n")
-    run = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
-                          "-c", str(tmp_path / "nginx.conf")],
-                         capture_output=True, text=True, timeout=30)
-    assert run.returncode == 0, run.stderr
-
-
-# --- the app in a deploy's layout -------------------------------------------------------------
-
 class Layout:
     """root/releases/<name> (a copy of examples/chom/app, with ./.env and ./storage linked to
     root/shared), as deployer makes it, and the environment its steps run with."""
