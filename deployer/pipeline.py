@@ -267,14 +267,8 @@ def run_stack(
         raise ConfigError(f"stack {stack.name} has no Terraform root ({stack.path}); nothing to destroy")
     started = time.monotonic()
     checks: list[StepResult] = []
-    if stack.kept_names:
-        if action == "apply":
-            kept, step = generated.ensure(settings.project, stack, env, ask=ask)
-            progress(f"secrets: {step.reason}")
-            checks.append(step)
-            env = generated.with_kept(stack, env, kept)
-        else:
-            env = generated.placeholders(stack, env, settings.project)
+    if stack.kept_names and action != "apply":
+        env = generated.placeholders(stack, env, settings.project)
     masker = env.masker(settings)
     with open_log(settings, stack, env, action, masker) as log:
         progress(f"log: {log.path}")
@@ -284,6 +278,12 @@ def run_stack(
             if checks[-1].status == FAILED:
                 return RunResult(stack.name, env.name, action, None, None, str(log.path),
                                  checks=tuple(checks))
+        if stack.kept_names and action == "apply":
+            kept, step = generated.ensure(settings.project, stack, env, ask=ask)
+            progress(f"secrets: {step.reason}")
+            checks.append(step)
+            env = generated.with_kept(stack, env, kept)
+            masker.add(*env.secret_values)  # the log's own masker: from here on, they are ****
         engine_result: EngineResult | None = None
         outputs: dict[str, object] = {}
         if stack.terraform is not None:

@@ -68,9 +68,9 @@ def run_result(result: RunResult, *, as_json: bool) -> None:
         for name, value in sorted(e.outputs.items()):
             if isinstance(value, str | int | float):
                 line(f"  output   {name} = {value}")
-    before = [c for c in result.checks if c.name in ("secrets", "pre-flight")]
+    before = [c for c in result.checks if c.name in ("pre-flight", "secrets")]
     for c in before:
-        line(f"  {c.name:<8} {c.status:<9} {c.reason}".rstrip())
+        line(f"  {c.name + ' ':<9}{c.status:<9} {c.reason}".rstrip())
     if result.fleet is not None:
         fleet(result.fleet)
     for c in result.checks:

@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -101,6 +102,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, provider_mirror: Path) -> 
         "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
         "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
         "DEPLOYER_SANDBOX_EDGE_ADDRESSES": " ".join(f"127.{_OCTET}.30.{i}" for i in (1, 2, 3)),
+        "DEPLOYER_SANDBOX_CHOM_ADDRESSES": f"127.{_OCTET}.31.1 127.{_OCTET}.31.2",
         "DEPLOYER_SANDBOX_DASHBOARD_PORT": str(free_port()),
     }
     box = Sandbox(path, environ)
@@ -491,6 +493,140 @@ def test_10_guard_rails(sandbox: Sandbox) -> None:
     s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
     s3.head_bucket(Bucket="sandbox-chronos-terraform-state-storage")
     assert ddb.describe_table(TableName="sandbox-chronos-terraform-state-locks")["Table"]
+
+
+CHOM_SECRETS = ("app_key", "db_password", "redis_password", "backup_encryption_key", "jwt_secret")
+CHOM = tuple(f"127.{_OCTET}.31.{i}" for i in (1, 2))  # observability, app (the fixture's env)
+
+
+BROKEN = "raise SystemExit('this release cannot start')\n"
+
+
+def chom_release(box: Sandbox) -> str:
+    return json.loads(fetch(f"http://{CHOM[1]}/health"))["release"]
+
+
+def chom_sql(box: Sandbox, query: str) -> str:
+    """A query on the app host's real database, as the deploy user."""
+    code = ("import sqlite3,sys; c=sqlite3.connect('/var/www/chom/shared/storage/database.sqlite3');"
+            " print(sorted(r[0] for r in c.execute(sys.argv[1])))")
+    return ssh(box, f"stilgar@{CHOM[1]}", f"python3 -c {shlex.quote(code)} {shlex.quote(query)}").stdout
+
+
+def push_to_chom(box: Sandbox, edit, message: str) -> None:
+    origin = box.path / ".deployer" / "sandbox" / "app.git"
+    work = box.path / ".deployer" / "work-chom"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    subprocess.run(["git", "clone", "-q", "--branch", "chom", str(origin), str(work)], check=True)
+    edit(work)
+    who = ["-c", "user.name=dev", "-c", "user.email=dev@example.com"]
+    subprocess.run(["git", "-C", str(work), "add", "--all"], check=True)
+    subprocess.run(["git", *who, "-C", str(work), "commit", "-qm", message], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:chom"], check=True)
+
+
+def test_16_chom_from_bare_servers(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    first = sandbox.deploy("sandbox", "demo-chom", timeout=900)
+    seconds = time.monotonic() - started
+    assert first.returncode == 0, first.stdout + first.stderr
+    print(f"chom first run: {seconds:.1f} s")
+    out = first.stdout
+    assert "deploy user stilgar: created, with a home and bash; sudo rule written; operator key added" in out
+    assert re.search(r"package nginx: installed \S+", first.stderr)
+    assert "added app_key, db_password, redis_password, backup_encryption_key, jwt_secret" in out
+    for name, url in (("Prometheus", f"http://{CHOM[0]}:9090/"), ("Grafana", f"http://{CHOM[0]}:3000/"),
+                      ("Application", f"http://{CHOM[1]}/")):
+        assert f"url      {name}: {url}" in out
+    assert f"services on stilgar@{CHOM[1]}  ok" in out and "url Application  ok" in out
+    secrets_file = sandbox.path / "deployments" / "secrets-demo"
+    assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+    kept = dict(ln.split("=", 1) for ln in secrets_file.read_text().splitlines() if "=" in ln)
+    values = [v.strip("'") for k, v in kept.items() if k in CHOM_SECRETS]
+    assert len(values) == 5 and all(len(v) >= 32 for v in values)
+    before = secrets_file.read_bytes()
+    # Nothing secret on the terminal, in the local log or in the hosts' own deployment logs.
+    host_logs = "".join(ssh(sandbox, f"stilgar@{h}", "sudo -n sh -c 'cat /var/log/chom-deploy/*.log'").stdout
+                        for h in CHOM)
+    assert "migrate" in host_logs and "running build.sh" in host_logs
+    for value in values:
+        assert value not in out + first.stderr + host_logs
+    # The deploy user exists on each machine (and not here); SSH observability → app needs no password.
+    assert "stilgar" not in Path("/etc/passwd").read_text()
+    trust = ssh(sandbox, f"stilgar@{CHOM[0]}", "ssh -o BatchMode=yes 10.20.251.2 hostname")
+    assert trust.stdout.strip() == "chom-app"
+    assert "sites" in chom_sql(sandbox, "select name from sqlite_master where type='table'")
+    again = sandbox.deploy("chom", "demo", "apply", "-y")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.rstrip().endswith("OK: no changes"), again.stdout
+    assert "deploy user stilgar exists, with sudo and the operator's key" in again.stdout
+    assert secrets_file.read_bytes() == before
+
+
+def test_16_doctor_names_every_failed_check(sandbox: Sandbox) -> None:
+    assert sandbox.deploy("doctor", "chom", "demo").returncode == 0
+    for host in CHOM:  # a login without sudo, on each server
+        ssh(sandbox, f"stilgar@{host}", "sudo -n useradd --create-home nosudo && sudo -n install -d -o"
+            " nosudo ~nosudo/.ssh && sudo -n install -m 600 -o nosudo ~/.ssh/authorized_keys ~nosudo/.ssh/")
+    env = sandbox.env_file("doc")
+    env.write_text(sandbox.env_file().read_text().replace("bootstrap_user=root", "bootstrap_user=nosudo")
+                   .replace("TF_VAR_deptype=demo", "TF_VAR_deptype=doc"))
+    env.chmod(0o600)
+    stack = sandbox.path / "deployments" / "stacks" / "chom-big.toml"
+    stack.write_text((REPO / "deployments" / "stacks" / "chom.toml").read_text().replace(
+        "min_free_mb = 512", "min_free_mb = 100000000"))
+    run = sandbox.deploy("doctor", "chom-big", "doc", "--accept-new-host-keys")
+    assert run.returncode == 1, run.stdout + run.stderr
+    for host in CHOM:
+        for check in ("sudo", "disk"):
+            assert re.search(rf"nosudo@{re.escape(host)}\s+{check}\s+FAILED", run.stdout), run.stdout
+    assert run.stdout.splitlines()[-1] == (
+        f"doctor: FAILED 4 of 29 checks: nosudo@{CHOM[0]} sudo, nosudo@{CHOM[0]} disk,"
+        f" nosudo@{CHOM[1]} sudo, nosudo@{CHOM[1]} disk")
+    applied = sandbox.deploy("chom-big", "doc", "apply", "-y")
+    assert applied.returncode == 1 and re.search(r"^  pre-flight failed +4 failed: ", applied.stdout, re.M), \
+        applied.stdout
+    assert not (sandbox.path / "deployments" / "secrets-doc").exists()  # nothing before pre-flight
+    stack.unlink()
+
+
+def test_17_bad_migration_and_a_failed_switch_roll_back(sandbox: Sandbox) -> None:
+    serving = chom_release(sandbox)
+    notify = sandbox.path / ".deployer" / "chom-notify.log"
+    notify.unlink(missing_ok=True)
+
+    def bad_migration(work: Path) -> None:
+        (work / "migrations" / "003_bad.sql").write_text(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY);\nALTER TABLE no_such_table ADD COLUMN x;\n")
+
+    push_to_chom(sandbox, bad_migration, "a migration that fails halfway")
+    started = time.monotonic()
+    run = sandbox.deploy("chom", "demo", "apply", "-y")
+    print(f"chom rollback after a bad migration: {time.monotonic() - started:.1f} s")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "migrate step 'migrate' failed" in run.stdout
+    assert "database restored from backup" in run.stderr
+    assert chom_release(sandbox) == serving  # the previous release keeps serving
+    assert "invoices" not in chom_sql(sandbox, "select name from sqlite_master where type='table'")
+    assert len(notify.read_text().splitlines()) == 1 and "migrate" in notify.read_text()
+
+    def fix_migration_break_health(work: Path) -> None:
+        (work / "migrations" / "003_bad.sql").unlink()
+        app = work / "app.py"
+        app.write_text(BROKEN + app.read_text())
+
+    push_to_chom(sandbox, fix_migration_break_health, "a release that cannot start")
+    run = sandbox.deploy("chom", "demo", "apply", "-y")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "health check 'app through nginx' failed" in run.stdout
+    assert chom_release(sandbox) == serving
+    assert len(notify.read_text().splitlines()) == 2
+
+    push_to_chom(sandbox, lambda work: (work / "app.py").write_text(
+        (work / "app.py").read_text().removeprefix(BROKEN)), "fix the release")
+    fixed = sandbox.deploy("chom", "demo", "apply", "-y")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert chom_release(sandbox) != serving
 
 
 def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:
