@@ -39,14 +39,18 @@ def secrets_path(project: Path, env: str) -> Path:
     return project / DEPLOYMENTS_DIR / f"secrets-{env}"
 
 
-def make(item: Generated, token_bytes: Callable[[int], bytes] = random_source.token_bytes) -> str:
-    """A new value for `item`, from the OS's random source.
+def make(item: Generated, token_bytes: Callable[[int], bytes] = random_source.token_bytes,
+         kept: Mapping[str, str] | None = None) -> str:
+    """A new value for `item`, from the OS's random source (keys and certificates: from the
+    `cryptography` library's, which is the OS's too). `kept`: the values made before it.
 
     >>> make(Generated("k", "hex", 4), lambda n: bytes(range(n)))
     '00010203'
     >>> make(Generated("k", "laravel", 3), lambda n: b"abc")
     'base64:YWJj'
     """
+    if item.format in ("rsa-key", "x509"):
+        return _pki(item, kept or {})
     raw = token_bytes(item.length)
     if item.format == "hex":
         return raw.hex()
@@ -57,6 +61,35 @@ def make(item: Generated, token_bytes: Callable[[int], bytes] = random_source.to
         return "".join(chars[:item.length])
     text = base64.b64encode(raw).decode()
     return f"base64:{text}" if item.format == "laravel" else text
+
+
+CERT_DAYS = 3650  # a self-signed certificate for a load balancer the operator replaces with a real one
+
+
+def _pki(item: Generated, kept: Mapping[str, str]) -> str:
+    """An RSA key, or a self-signed certificate for `item.subject` signed by the kept key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    if item.format == "rsa-key":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode().strip()
+    signer = serialization.load_pem_private_key(kept[item.key].encode(), password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, item.subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(signer.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(item.subject)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256()))  # type: ignore[arg-type]  # an RSA key: checked by format
+    return cert.public_bytes(serialization.Encoding.PEM).decode().strip()
 
 
 def read(path: Path) -> dict[str, str]:
@@ -90,7 +123,7 @@ def ensure(project: Path, stack: Stack, env: EnvConfig, *, ask: Ask | None = Non
     added: list[str] = []
     for item in stack.generate:
         if item.name not in kept:
-            kept[item.name] = make(item)
+            kept[item.name] = make(item, kept=kept)
             added.append(item.name)
     missing = []
     for name in stack.variables.ask:

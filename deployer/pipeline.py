@@ -11,7 +11,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +141,8 @@ def _check_role(project: Path, aws_endpoint_url: str, stack: Stack, env: EnvConf
         hosts = [Host(stack.hosts.user, "host.invalid", stack.hosts.port)]
     gateway_text = env.values.get(stack.hosts.gateway_variable, "") if stack.hosts.gateway_variable else ""
     named = [h.address for h in hosts if stack.hosts.source == "env"]
-    if gateway_text:
-        named.append(parse_host(gateway_text, default_user=stack.hosts.user).address)
+    if gateway_text:  # the hosts behind it are reached from the jump host, never from here
+        named = [parse_host(gateway_text, default_user=stack.hosts.user).address]
     if named:
         try:
             check_sandbox_hosts(aws_endpoint_url, named, stack)
@@ -304,7 +304,7 @@ def run_stack(
         if _wants_hosts(stack, action, options) and not stopped:
             fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
             if not fleet_result.failed and (stack.urls or any(r.services for r in stack.roles)):
-                found, access = _verify(settings, stack, env, options, log, progress)
+                found, access = _verify(settings, stack, env, outputs, options, log, progress)
                 checks += found
         elif stack.roles and action == "plan" and not options.no_hosts:
             fleet_result, notes = _preview(settings, stack, env, outputs, options, log, progress)
@@ -359,10 +359,11 @@ def _preview(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str
     from deployer.hosts import fleet
 
     try:
-        hosts = [h for _, role in fleet.role_hosts(stack, env, outputs) for h in role]
+        targets = fleet.role_hosts(stack, env, outputs)
     except ConfigError as exc:  # hosts from outputs an apply has not made yet
         return None, (f"hosts: {exc.problems[0]}",)
-    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
+    hosts = [h for _, role in targets for h in role]
+    check_sandbox_hosts(settings.aws_endpoint_url, fleet.first_hops(targets), stack)
     progress(f"previewing {len(hosts)} host(s) (read-only)")
     return fleet.preview(stack, env, settings, log=log, progress=progress, outputs=outputs,
                          accept_new_host_keys=options.accept_new_host_keys), ()
@@ -382,8 +383,9 @@ def _preflight(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[s
                                             f" doctor {stack.name} {env.name}`; --skip-doctor skips it)")
 
 
-def _verify(settings: Settings, stack: Stack, env: EnvConfig, options: Options, log: RunLog,
-            progress: Progress) -> tuple[list[StepResult], tuple[tuple[str, str], ...]]:
+def _verify(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
+            options: Options, log: RunLog, progress: Progress,
+            ) -> tuple[list[StepResult], tuple[tuple[str, str], ...]]:
     """The end of an apply: every role's services active on every host, then every URL the
     stack lists answering from here; the access URLs to print."""
     from deployer.hosts import fleet
@@ -392,10 +394,11 @@ def _verify(settings: Settings, stack: Stack, env: EnvConfig, options: Options, 
     checks = list(fleet.verify_services(stack, env, settings, log=log,
                                         accept_new_host_keys=options.accept_new_host_keys))
     access = []
-    ctx = {**env.values, "env_name": env.name, "stack_name": stack.name}
+    ctx = {**env.values, "env_name": env.name, "stack_name": stack.name, "outputs": dict(outputs)}
     for check in stack.urls:
         url = templates.render_string(check.url, ctx, name=f"{stack.path}: urls {check.name!r}")
-        checks.append(_url_check(settings, check.name, url, log))
+        checks.append(_url_check(settings, check.name, url, log,
+                                 env.values.get(check.ca_variable, "") if check.ca_variable else ""))
         if check.show:
             access.append((check.name, templates.render_string(check.show, ctx, name=check.name)))
     for c in checks:
@@ -406,25 +409,57 @@ def _verify(settings: Settings, stack: Stack, env: EnvConfig, options: Options, 
 URL_PATIENCE = 30.0  # services just (re)started get this long to answer
 
 
-def _url_check(settings: Settings, name: str, url: str, log: RunLog) -> StepResult:
-    import urllib.error
-    import urllib.request
+def resolve_map(environ: Mapping[str, str]) -> dict[tuple[str, int], str]:
+    """DEPLOYER_RESOLVE, curl's --resolve: `HOST:PORT:ADDRESS` entries, space-separated; a URL
+    check of HOST:PORT connects to ADDRESS (a name that does not resolve from here, such as a
+    load balancer's, reached another way).
 
-    host = urllib.parse.urlsplit(url).hostname or ""
+    >>> resolve_map({"DEPLOYER_RESOLVE": "lb.example:8102:127.0.12.1"})
+    {('lb.example', 8102): '127.0.12.1'}
+    """
+    found = {}
+    for entry in environ.get("DEPLOYER_RESOLVE", "").split():
+        host, port, address = (entry.rsplit(":", 2) + ["", ""])[:3]
+        if host and port.isdigit() and address:
+            found[(host, int(port))] = address
+    return found
+
+
+def _url_check(settings: Settings, name: str, url: str, log: RunLog, ca: str = "") -> StepResult:
+    """GET `url` from here until it answers 2xx or URL_PATIENCE passes."""
+    import http.client
+    import ssl
+
+    parts = urllib.parse.urlsplit(url)
+    host, secure = parts.hostname or "", parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    address = resolve_map(settings.environ).get((host, port), host)
     if _is_loopback(urllib.parse.urlsplit(settings.aws_endpoint_url).hostname or "") and \
-            not _is_loopback(host):
+            not _is_loopback(address):
         return StepResult(f"url {name}", FAILED, f"{url}: not on loopback while AWS_ENDPOINT_URL"
                                                  " is the sandbox; not fetched")
+    context = None
+    if secure:
+        context = ssl.create_default_context(cadata=ca or None)
+        if ca:  # pinned to the generated certificate: its chain is checked, its name is not
+            context.check_hostname = False
+    target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
     deadline, why = time.monotonic() + URL_PATIENCE, ""
     while True:
+        conn = (http.client.HTTPSConnection(address, port, timeout=5, context=context) if secure
+                else http.client.HTTPConnection(address, port, timeout=5))
         try:
-            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310  # http(s) only: checked before the run
-                log.write(f"url {name}: {url} -> {answer.status}")
-                return StepResult(f"url {name}", OK, f"{url} answered {answer.status}")
-        except urllib.error.HTTPError as exc:
-            why = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            why = str(getattr(exc, "reason", exc))
+            conn.request("GET", target, headers={"Host": parts.netloc})
+            status = conn.getresponse().status
+            if 200 <= status < 300:
+                log.write(f"url {name}: {url} -> {status}")
+                pinned = " (TLS: the generated certificate)" if ca else ""
+                return StepResult(f"url {name}", OK, f"{url} answered {status}{pinned}")
+            why = f"HTTP {status}"
+        except (OSError, http.client.HTTPException) as exc:
+            why = str(exc) or type(exc).__name__
+        finally:
+            conn.close()
         if time.monotonic() > deadline:
             log.write(f"url {name}: {url} -> {why}")
             return StepResult(f"url {name}", FAILED, f"{url}: {why} (for {URL_PATIENCE:.0f} s)")
@@ -452,8 +487,9 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     from deployer import lock
     from deployer.hosts import fleet, release
 
-    hosts = [h for _, role in fleet.role_hosts(stack, env, outputs) for h in role]
-    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for h in hosts], stack)
+    targets = fleet.role_hosts(stack, env, outputs)
+    hosts = [h for _, role in targets for h in role]
+    check_sandbox_hosts(settings.aws_endpoint_url, fleet.first_hops(targets), stack)
     info = release.lock_info(stack, env, "deploying", f"to {len(hosts)} host(s)")
     with lock.held(settings, stack.name, env.name, info, progress) as where:
         if where:
@@ -511,7 +547,7 @@ def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Ma
     wanted = {v.role for v in views}
     targets = [(view, hosts) for view, hosts in fleet.role_hosts(stack, env, outputs)
                if view.role in wanted]
-    check_sandbox_hosts(settings.aws_endpoint_url, [h.address for _, hs in targets for h in hs], stack)
+    check_sandbox_hosts(settings.aws_endpoint_url, fleet.first_hops(targets), stack)
     return targets, outputs
 
 

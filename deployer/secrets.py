@@ -34,6 +34,9 @@ class Masker:
         self.add(*values)
 
     def add(self, *values: str) -> None:
+        # A multi-line secret (a PEM key) reaches a log one line at a time: each line is masked.
+        lines = {line.strip() for v in values if "\n" in v for line in v.splitlines()}
+        values = (*values, *lines)
         fresh = {v for v in values if v and len(v) >= MIN_MASKED_LENGTH} - self._values
         if not fresh:
             return

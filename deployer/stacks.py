@@ -39,18 +39,21 @@ class Variables:
     ask: tuple[str, ...] = ()
 
 
-GENERATED_FORMATS = ("hex", "base64", "alnum", "laravel")
+GENERATED_FORMATS = ("hex", "base64", "alnum", "laravel", "rsa-key", "x509")
 
 
 @dataclass(frozen=True)
 class Generated:
     """A secret deployer makes once into deployments/secrets-ENV and never regenerates:
     `hex`/`base64` of `length` random bytes, `alnum` of `length` characters, `laravel` the
-    `base64:` key Laravel's APP_KEY is."""
+    `base64:` key Laravel's APP_KEY is, `rsa-key` a 2048-bit RSA private key (PEM), `x509` a
+    self-signed certificate (PEM) for `subject`, signed by the generated key named `key`."""
 
     name: str
     format: str
     length: int = 32
+    key: str = ""  # x509: the rsa-key entry that signs it
+    subject: str = ""  # x509: the common name (and DNS name) it is for
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,11 @@ class UrlCheck:
     """Checked from this machine at the end of an apply (2xx), and printed as an access URL."""
 
     name: str
-    url: str  # a template: env values, e.g. http://{{ observability_address }}:9090/-/healthy
+    url: str  # a template: env values and outputs, e.g. http://{{ observability_host }}:9090/-/healthy
     show: str = ""  # the access URL printed; empty: no access URL, only the check
+    # https: trust only the certificate in this variable (one deployer generated; its name is
+    # not the address's, so the chain is checked and the host name is not).
+    ca_variable: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class HostsSpec:
     user: str = "ec2-user"
     port: int = 22
     gateway_variable: str = ""  # env variable naming a jump host `user@host[:port]`
+    gateway_output: str = ""  # or a Terraform output naming it (a jump server the stack makes)
+    gateway: str = ""  # set when hosts are resolved: the jump host, from one of the two above
     ready_marker: str = ""  # path relative to the remote $HOME; empty: no wait
     ready_timeout: float = 600.0
     parallel: int = 10
@@ -231,6 +239,9 @@ class AppSpec:
     service: ServiceSpec | None = None
     shared_files: tuple[str, ...] = ()  # files kept across releases, linked in as files
     steps: tuple[Step, ...] = ()
+    # Completion markers the install writes under $HOME (a one-time setup, a bootstrap):
+    # `status` shows each with its content.
+    markers: tuple[str, ...] = ()
 
     def steps_at(self, point: str) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.at == point)
@@ -411,8 +422,10 @@ def parse_stack(name: str, path: Path, data: dict[str, Any]) -> Stack:
                   doctor=_doctor(reader, top["doctor"]) if "doctor" in top else None,
                   urls=tuple(UrlCheck(reader.string(u, f"urls[{i}].name", required=True),
                                       reader.string(u, f"urls[{i}].url", required=True),
-                                      reader.string(u, f"urls[{i}].show"))
-                             for i, u in enumerate(reader.tables(top, "urls", "", {"name", "url", "show"}))),
+                                      reader.string(u, f"urls[{i}].show"),
+                                      reader.string(u, f"urls[{i}].ca_variable"))
+                             for i, u in enumerate(reader.tables(top, "urls", "", {
+                                 "name", "url", "show", "ca_variable"}))),
                   deploy_log=deploy_log)
     reader.check_references(stack, legacy=bool(legacy) and not modern)
     reader.raise_problems()
@@ -446,7 +459,7 @@ def _is_system_path(path: str) -> bool:
 def _role(reader: _Reader, name: str, raw: Any, apps: Mapping[str, AppSpec]) -> Role:
     prefix = f"roles.{name}"
     own = {"app", "provision", "services"}
-    table = reader.table(raw, prefix, {*own, *HostsSpec.__dataclass_fields__})
+    table = reader.table(raw, prefix, {*own, *HostsSpec.__dataclass_fields__} - {"gateway"})
     app = reader.string(table, f"{prefix}.app")
     if app and app not in apps:
         reader.problem(f"{prefix}.app names {app!r}, which is not an [apps.*] table"
@@ -537,11 +550,19 @@ def _users(reader: _Reader, raw: Any) -> UsersSpec | None:
 
 def _generate(reader: _Reader, raw: Any) -> tuple[Generated, ...]:
     found = []
-    for i, g in enumerate(reader.tables({"generate": raw}, "generate", "", {"name", "format", "length"})):
+    for i, g in enumerate(reader.tables({"generate": raw}, "generate", "",
+                                        {"name", "format", "length", "key", "subject"})):
         where = f"generate[{i}]"
         item = Generated(reader.string(g, f"{where}.name", required=True),
                          reader.string(g, f"{where}.format") or "hex",
-                         reader.number(g, f"{where}.length", int, 32, low=16, high=256))
+                         reader.number(g, f"{where}.length", int, 32, low=16, high=256),
+                         reader.string(g, f"{where}.key"), reader.string(g, f"{where}.subject"))
+        earlier = {f.name: f.format for f in found}
+        if item.format == "x509" and earlier.get(item.key) != "rsa-key":
+            reader.problem(f"{where}.key must name an earlier [[generate]] entry of format"
+                           f" 'rsa-key', not {item.key!r}")
+        if item.format == "x509" and not re.fullmatch(r"[A-Za-z0-9*][A-Za-z0-9.*-]{0,62}", item.subject):
+            reader.problem(f"{where}.subject must be a host name (the certificate's common name)")
         if item.format not in GENERATED_FORMATS:
             reader.problem(f"{where}.format must be one of {', '.join(GENERATED_FORMATS)},"
                            f" not {item.format!r}")
@@ -610,7 +631,7 @@ def _phases(reader: _Reader, raw: Any, roles: tuple[Role, ...]) -> tuple[Phase, 
 
 
 def _hosts(reader: _Reader, raw: Any, prefix: str = "hosts") -> HostsSpec:
-    h = reader.table(raw, prefix, {f.name for f in HostsSpec.__dataclass_fields__.values()})
+    h = reader.table(raw, prefix, {f.name for f in HostsSpec.__dataclass_fields__.values()} - {"gateway"})
     spec = HostsSpec(
         source=reader.string(h, f"{prefix}.source", required=True),
         output=reader.string(h, f"{prefix}.output"),
@@ -619,6 +640,7 @@ def _hosts(reader: _Reader, raw: Any, prefix: str = "hosts") -> HostsSpec:
         user=reader.string(h, f"{prefix}.user") or "ec2-user",
         port=reader.number(h, f"{prefix}.port", int, 22, low=1, high=65535),
         gateway_variable=reader.string(h, f"{prefix}.gateway_variable"),
+        gateway_output=reader.string(h, f"{prefix}.gateway_output"),
         ready_marker=reader.string(h, f"{prefix}.ready_marker"),
         ready_timeout=reader.number(h, f"{prefix}.ready_timeout", float, 600.0, low=0),
         parallel=reader.number(h, f"{prefix}.parallel", int, 10, low=1, high=256),
@@ -634,7 +656,8 @@ def _hosts(reader: _Reader, raw: Any, prefix: str = "hosts") -> HostsSpec:
 
 def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
     keys = {"repo_variable", "ref_variable", "root", "install", "keep_releases", "log_command",
-            "shared_paths", "shared_dirs", "shared_files", "files", "health", "service", "steps"}
+            "shared_paths", "shared_dirs", "shared_files", "files", "health", "service", "steps",
+            "markers"}
     a = reader.table(raw, prefix, keys)
     files = tuple(
         AppFile(
@@ -698,6 +721,11 @@ def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
         )
         if service.fallback not in ("none", "nohup"):
             reader.problem(f"{prefix}.service.fallback must be 'none' or 'nohup', not {service.fallback!r}")
+    markers = reader.strings(a, f"{prefix}.markers")
+    for marker in markers:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", marker) or ".." in marker.split("/"):
+            reader.problem(f"{prefix}.markers: {_shown(marker)} must be a path under $HOME"
+                           " (letters, digits, . _ - /; no '..')")
     keep = reader.number(a, f"{prefix}.keep_releases", int, 5, low=1)
     return AppSpec(
         repo_variable=reader.string(a, f"{prefix}.repo_variable", required=True),
@@ -706,6 +734,7 @@ def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
         install=reader.string(a, f"{prefix}.install") or "install.sh",
         keep_releases=keep,
         log_command=reader.string(a, f"{prefix}.log_command"),
+        markers=markers,
         shared_paths=shared_dirs,
         files=files,
         health=health,

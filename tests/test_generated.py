@@ -105,3 +105,20 @@ def test_placeholders_stand_in_before_the_first_apply(tmp_path: Path) -> None:
     checked = generated.placeholders(stack, _env(tmp_path), tmp_path)
     assert checked.values["jwt_secret"] == "<generated jwt_secret>"
     assert not generated.secrets_path(tmp_path, "qa").exists()
+
+
+def test_a_key_and_a_certificate_signed_by_it_are_made_once(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    stack = _stack(Generated("tls_key", "rsa-key"), Generated("tls_cert", "x509", key="tls_key",
+                                                              subject="cso.example"))
+    kept, _ = generated.ensure(tmp_path, stack, _env(tmp_path))
+    key = serialization.load_pem_private_key(kept["tls_key"].encode(), password=None)
+    cert = x509.load_pem_x509_certificate(kept["tls_cert"].encode())
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert cert.subject.rfc4514_string() == "CN=cso.example"
+    again, step = generated.ensure(tmp_path, stack, _env(tmp_path))
+    assert step.status == "unchanged" and again == kept  # read back byte for byte, PEM lines too
+    masked = generated.with_kept(stack, _env(tmp_path), kept).masker().mask(kept["tls_key"])
+    assert set(masked.splitlines()) == {"****"}  # every line of the key, as a log would see it

@@ -238,6 +238,7 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
         "health_command": [cmd.health_command(release, "test -f app/server.py")],
         "health_url": [cmd.health_url("http://127.0.0.1:8080/health?a=1&b=2")],
         "unit_states": [cmd.unit_states(["nginx", value])],
+        "read_markers": [cmd.read_markers([".setup-done", value])],
         "switch_current": [cmd.switch_current("/h/app", "20261118110640250-0123456")],
         "mark_ok": [cmd.mark_ok(release, "0123456789abcdef")],
         "list_releases": [cmd.list_releases("/h/app")],

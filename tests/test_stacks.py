@@ -205,7 +205,7 @@ def test_every_problem_of_users_secrets_provisioning_and_doctor_is_named() -> No
         "x.toml: roles.web.provision.units[0].name 'a b' is not a systemd unit name",
         "x.toml: roles.db needs an app (app = \"NAME\" of an [apps.*] table), a"
         " [roles.db.provision], or both",
-        "x.toml: generate[0].format must be one of hex, base64, alnum, laravel, not 'rot13'",
+        "x.toml: generate[0].format must be one of hex, base64, alnum, laravel, rsa-key, x509, not 'rot13'",
         "x.toml: generate[1].length must be at least 16",
         "x.toml: generate[1].name 'bad name' is not a variable name",
         "x.toml: doctor.disk_path '/tmp/../etc' must be an absolute path",

@@ -363,3 +363,14 @@ def doctor_probe(disk_path: str, commands: tuple[str, ...] = (),
         parts.append(reach_probe(reach, reach_timeout))
     parts.append(clock.format("end"))
     return "; ".join(parts)
+
+
+def read_markers(markers: list[str]) -> str:
+    """Each completion marker under $HOME: `NAME: its first line`, or `NAME: missing`.
+
+    >>> read_markers([".setup-done", "a b"]).split("; do")[0]
+    "for m in .setup-done 'a b'"
+    """
+    names = " ".join(q(m) for m in markers)
+    return (f'for m in {names}; do if [ -f "$HOME/$m" ]; then printf \'%s: %s\\n\' "$m"'
+            f' "$(head -n 1 "$HOME/$m")"; else printf \'%s: missing\\n\' "$m"; fi; done')

@@ -47,6 +47,7 @@ class HostStatus:
     lock: str = ""
     audit: tuple[str, ...] = ()
     error: str = ""
+    markers: tuple[str, ...] = ()  # "NAME: first line", or "NAME: missing"
 
 
 def resolve_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object]) -> list[Host]:
@@ -69,12 +70,46 @@ def resolve_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object]) -
     return hosts
 
 
+def with_gateway(view: Stack, env: EnvConfig, outputs: Mapping[str, object]) -> Stack:
+    """The role's view with its jump host resolved: from the env file (gateway_variable) or
+    from the Terraform output that names it (gateway_output: a jump server the stack makes)."""
+    spec = view.hosts
+    if spec is None:
+        return view
+    if spec.gateway_output:
+        text = str(outputs.get(spec.gateway_output) or "")
+        if not text:
+            raise ConfigError(f"stack {view.name}: the Terraform output {spec.gateway_output!r}"
+                              f" (the jump host of role {view.role}) is empty; apply the stack"
+                              f" first (deploy {view.name} {env.name} apply)")
+    else:
+        text = env.values.get(spec.gateway_variable, "") if spec.gateway_variable else ""
+    return dataclasses.replace(view, hosts=dataclasses.replace(spec, gateway=text))
+
+
+def first_hops(targets: list[tuple[Stack, list[Host]]]) -> list[str]:
+    """The addresses this machine itself connects to: each role's jump host when it has one,
+    else its hosts."""
+    found: list[str] = []
+    for view, hosts in targets:
+        gateway = view.hosts.gateway if view.hosts else ""
+        if gateway:
+            assert view.hosts is not None
+            jump = gateway_for(gateway, default_user=view.hosts.user, where=f"role {view.role}")
+            found += [jump.address] if jump else []
+        else:
+            found += [h.address for h in hosts]
+    return found
+
+
 def remote_for(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log: RunLog,
-            accept_new: bool) -> Remote:
+               accept_new: bool) -> Remote:
     assert stack.hosts is not None
-    gateway = gateway_for(env.values.get(stack.hosts.gateway_variable, ""),
-                          default_user=stack.hosts.user,
-                          where=f"{env.path}: {stack.hosts.gateway_variable}")
+    spec = stack.hosts
+    where = (f"output {spec.gateway_output}" if spec.gateway_output
+             else f"{env.path}: {spec.gateway_variable}")
+    gateway = gateway_for(spec.gateway or env.values.get(spec.gateway_variable, ""),
+                          default_user=spec.user, where=where)
     return Remote(host, known_hosts=settings.work_dir / "known_hosts" / env.name,
                   key_file=settings.ssh_key, accept_new=accept_new, log=log, gateway=gateway)
 
@@ -120,7 +155,8 @@ def role_hosts(stack: Stack, env: EnvConfig, outputs: Mapping[str, object], *,
     """Every role (as a one-role view of the stack) with its hosts, in phase order. A stack with
     [users] logs in as its deploy user, or with login="bootstrap" as the bootstrap user (the
     login a bare server has: pre-flight checks, and creating the deploy user)."""
-    found = [(view, resolve_hosts(view, env, outputs)) for view in stack.views()]
+    found = [(with_gateway(view, env, outputs), resolve_hosts(view, env, outputs))
+             for view in stack.views()]
     if stack.users is None:
         return found
     spec = stack.users
@@ -507,9 +543,13 @@ def status(stack: Stack, env: EnvConfig, settings: Settings, hosts: list[Host], 
             remote.open()
             root, state = rel.probe(remote, stack)
             audit = remote.run(cmd.audit_tail(root), timeout=30).stdout.strip().splitlines()
+            markers = ()
+            if stack.app.markers:
+                said = remote.run(cmd.read_markers(list(stack.app.markers)), timeout=30).stdout
+                markers = tuple(remote.log.masker.mask(line) for line in said.splitlines())
             return HostStatus(str(host), state.get("current", "").removeprefix("releases/"),
                               state.get("fingerprint", ""), state.get("lock", "").strip(),
-                              tuple(audit))
+                              tuple(audit), markers=markers)
         finally:
             remote.close()
 
