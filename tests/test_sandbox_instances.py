@@ -1,6 +1,7 @@
 """The instance watcher's decisions, against a fake EC2 API and a fake fleet (no root, no moto):
-which instances become machines, at which addresses, with which ports, and when one stops.
-The real thing runs in tests/test_acceptance.py (scenario 13)."""
+which instances become machines, at which addresses, on which VPC's LAN, with which ports, and
+when one stops. The real thing runs in tests/test_acceptance.py (scenario 13) and
+tests/test_sandbox_cloud.py (a VPC of its own, behind a jump, with a load balancer)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ class FakeEC2:
             {"IpProtocol": "tcp", "FromPort": 7000, "ToPort": 7000},
             {"IpProtocol": "udp", "FromPort": 53, "ToPort": 53}]}}
         self.user_data: dict[str, str] = {}
+        self.vpcs = {"vpc-shared": ["10.20.0.0/16"], "vpc-cso": ["10.1.0.0/16", "10.2.0.0/16"],
+                     "vpc-default": ["172.31.0.0/16"]}
+
+    def describe_vpcs(self, VpcIds):  # noqa: N803  # boto3's spelling
+        return {"Vpcs": [{"VpcId": v, "CidrBlock": self.vpcs[v][0], "CidrBlockAssociationSet": [
+            {"CidrBlock": b, "CidrBlockState": {"State": "associated"}} for b in self.vpcs[v]]}
+            for v in VpcIds]}
 
     def describe_addresses(self):
         return {"Addresses": self.addresses}
@@ -46,9 +54,10 @@ class FakeEC2:
         value = self.user_data.get(InstanceId)
         return {"UserData": {"Value": base64.b64encode(value.encode()).decode()} if value else {}}
 
-    def run(self, iid: str, ip: str, eip: str | None = None) -> None:
+    def run(self, iid: str, ip: str, eip: str | None = None, vpc: str = "vpc-shared") -> None:
         self.instances.append({"InstanceId": iid, "PrivateIpAddress": ip, "State": "running",
-                               "KeyName": "demo", "SecurityGroups": [{"GroupId": "sg-1"}]})
+                               "KeyName": "demo", "SecurityGroups": [{"GroupId": "sg-1"}],
+                               "VpcId": vpc})
         if eip:
             self.addresses.append({"InstanceId": iid, "PublicIp": eip})
 
@@ -69,7 +78,8 @@ class FakeMachines:
     def start(self, name, private_ip, public_address=None, **kw):
         self.calls.append(("start", name, private_ip, public_address, kw))
         self.machines[name] = {"private_ip": private_ip, "public_address": public_address,
-                               "ports": sorted({22, *kw["ports"]}) if public_address else []}
+                               "ports": sorted({22, *kw["ports"]}) if public_address else [],
+                               "network": kw["network"]}
         return StepResult(f"machine {name}", CHANGED, "first boot")
 
     def stop(self, name):
@@ -88,18 +98,20 @@ def test_instances_become_machines_public_or_private() -> None:
     ec2, fleet = FakeEC2(), FakeMachines()
     ec2.run("i-1", "10.20.1.4", "127.1.2.3")
     ec2.run("i-2", "10.20.1.5")
-    ec2.run("i-3", "172.31.0.9")  # another VPC: outside the sandbox's LAN, no machine
+    ec2.run("i-3", "172.31.0.9", vpc="vpc-default")  # another VPC: a machine on its own LAN
+    ec2.run("i-4", "192.168.0.9", vpc="vpc-cso")  # in none of its VPC's blocks: no machine
     ec2.user_data["i-1"] = "#!/bin/bash\ntouch /home/ec2-user/.setup_complete\n"
     lines = reconcile(ec2, fleet)
     starts = {c[1]: c for c in fleet.calls if c[0] == "start"}
-    assert set(starts) == {"i-1", "i-2"}
+    assert set(starts) == {"i-1", "i-2", "i-3"}
     _, _, ip, public, kw = starts["i-1"]
     assert (ip, public, kw["ports"]) == ("10.20.1.4", "127.1.2.3", (22, 7000, 8080))
+    assert kw["network"] == "10.20.0.0/16" and starts["i-3"][4]["network"] == "172.31.0.0/16"
     assert kw["user_data"] == "#!/bin/bash\ntouch /home/ec2-user/.setup_complete\n"
     assert kw["authorized_keys"] == "ssh-ed25519 AAAA demo"
     assert kw["binds"] == [Path("/s/app.git")] and kw["wait"] is False
     assert starts["i-2"][3] is None and starts["i-2"][4]["user_data"] is None
-    assert any("i-3: private IP 172.31.0.9 is outside" in line for line in lines)
+    assert "i-4: private IP 192.168.0.9 is in no CIDR block of its VPC vpc-cso; no machine" in lines
 
 
 def test_a_second_pass_changes_nothing() -> None:
@@ -145,3 +157,25 @@ def test_a_newly_opened_port_is_forwarded() -> None:
     fleet.calls.clear()
     reconcile(ec2, fleet)
     assert [c[4]["ports"] for c in fleet.calls if c[0] == "start"] == [(22, 443, 7000, 8080)]
+
+
+def test_an_instance_lives_on_the_vpc_block_that_holds_its_address() -> None:
+    ec2, fleet = FakeEC2(), FakeMachines()
+    ec2.run("i-jump", "10.1.0.4", "127.1.2.3", vpc="vpc-cso")
+    ec2.run("i-role", "10.2.128.9", vpc="vpc-cso")  # the VPC's secondary block
+    reconcile(ec2, fleet)
+    assert {c[1]: (c[2], c[4]["network"]) for c in fleet.calls} == {
+        "i-jump": ("10.1.0.4", "10.1.0.0/16"), "i-role": ("10.2.128.9", "10.2.0.0/16")}
+    fleet.calls.clear()
+    reconcile(ec2, fleet)
+    assert fleet.calls == []  # a second pass changes nothing
+
+
+def test_a_machine_recorded_on_another_lan_boots_again_on_its_vpcs() -> None:
+    ec2, fleet = FakeEC2(), FakeMachines()
+    ec2.run("i-1", "10.1.0.4", vpc="vpc-cso")
+    fleet.machines["i-1"] = {"private_ip": "10.1.0.4", "public_address": None, "ports": [],
+                             "network": "10.1.0.0/24"}
+    reconcile(ec2, fleet)
+    assert [c[:2] for c in fleet.calls] == [("stop", "i-1"), ("start", "i-1")]
+    assert fleet.machines["i-1"]["network"] == "10.1.0.0/16"

@@ -4,19 +4,28 @@
 - The AWS provider 3.39.0 unpacked into an offline filesystem mirror.
 - A `sandbox` AWS profile with dummy credentials (moto accepts any; AWS rejects these).
 - Instances are machines (deployer/sandbox/machines.py: Debian, systemd as PID 1, a network
-  namespace of its own on the sandbox's private LAN): a watcher (`python -m
+  namespace of its own on its VPC's private LAN): a watcher (`python -m
   deployer.sandbox.instances`) boots one for every running EC2 instance at its private IP from
-  moto; one with an Elastic IP (moto hands out 127.x.y.z addresses) is reachable there on port 22
-  and on the ports its security groups open, the others only through such a machine (`ssh -J`).
-  `ec2-user` logs in with the instance key pair's key, and `user_data` runs once at first boot.
+  moto, with its VPC's prefix length; the machines of one VPC reach each other, those of
+  another VPC do not, and this machine reaches none of them (an `unreachable` route for every
+  VPC CIDR with machines). One with an Elastic IP (moto hands out 127.x.y.z addresses) is
+  reachable there on port 22 and on the ports its security groups open, the others only through
+  such a machine (`ssh -J`). `ec2-user` logs in with the instance key pair's key, and
+  `user_data` runs once at first boot.
+- Load balancers (elbv2) are loopback forwards, kept by the same watcher
+  (deployer/sandbox/balancers.py): each listener of a balancer listens on the balancer's own
+  address in 127.0.12.0/24 (DEPLOYER_SANDBOX_BALANCER_ADDRESSES moves it) and passes TCP through
+  to the running registered targets, in turn. No TLS is terminated and no Cognito login runs:
+  the targets serve what they serve. `load_balancer_address(work_dir, dns_name)` turns moto's
+  DNS name of a balancer (which resolves nowhere) into that address.
 - A few edge hosts: more machines, on 127.0.10.x, for the edge stack.
 - CHOM's two existing servers (no Terraform): machines `chom-observability` and `chom-app` on
   127.0.11.1 and .2 (private 10.20.251.1 and .2), where root logs in with the operator key, as on
   a bare server reached first through a bootstrap login.
 Everything lives under `.deployer/sandbox/`; `down` stops every process it ever started (by pid,
-then by a command line naming that directory) and every machine, with the mounts, namespaces,
-bridge, route and cgroups made for them, and leaves files alone (host keys and machine disks
-survive, so known_hosts stays valid across down/up).
+then by a command line naming that directory), every load balancer's forward and every machine,
+with the mounts, namespaces, bridges, routes and cgroups made for them, and leaves files alone
+(host keys and machine disks survive, so known_hosts stays valid across down/up).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +42,7 @@ from deployer import process
 from deployer.errors import ConfigError, DeployerError
 from deployer.process import is_alive, stop_pid
 from deployer.results import CHANGED, UNCHANGED, StepResult
-from deployer.sandbox import endpoint
+from deployer.sandbox import balancers, endpoint
 from deployer.sandbox.provider import ensure_provider_mirror
 from deployer.secrets import Masker
 
@@ -132,6 +142,32 @@ def machines_of(p: Paths, image: Path | None = None, environ: dict[str, str] | N
     from deployer.sandbox.machines import Machines
 
     return Machines(p.root, image=image, cidr=CIDR, environ=environ)
+
+
+def balancers_of(p: Paths, environ: dict[str, str] | None = None):
+    """The sandbox's load balancer forwards (the watcher's), in its own directory."""
+    return balancers.Balancers(p.root, environ=environ)
+
+
+def load_balancer_address(work_dir: Path, dns_name: str, timeout: float = 30.0) -> str:
+    """The loopback address the sandbox forwards the load balancer named `dns_name` on (moto's
+    DNS name, a Terraform output, which resolves nowhere). The watcher forwards a balancer within
+    a second or two of its listener's creation: this waits up to `timeout` for it.
+
+        load_balancer_address(work_dir, "cso-1.us-east-1.elb.amazonaws.com")  # '127.0.12.93'
+    """
+    fleet = balancers_of(paths(work_dir))
+    deadline = time.monotonic() + timeout
+    while True:
+        address = fleet.address_of(dns_name)
+        if address or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not address:
+        raise ConfigError(f"the sandbox forwards no load balancer named {dns_name}"
+                          f" (after {timeout:.0f}s); is it up, with a listener?"
+                          " `deploy sandbox status` lists the forwarded ones")
+    return address
 
 
 def _read_state(p: Paths) -> dict:
@@ -255,20 +291,23 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
         fleet.wait_until_ready(name)
 
     watcher = state.get("watcher")
+    balancer_network = str(balancers.balancer_network(environ))
     if (watcher and is_alive(watcher["pid"], WATCHER_MARKER) and watcher.get("endpoint_pid") == ep["pid"]
-            and watcher.get("image") == str(image.path)):
+            and watcher.get("image") == str(image.path) and watcher.get("balancers") == balancer_network):
         results.append(StepResult("instance emulation", UNCHANGED, f"watcher pid {watcher['pid']}"))
     else:
         if watcher:  # it watches an endpoint that is gone: it must not outlive it
             stop_pid(watcher["pid"], WATCHER_MARKER)
         proc = process.start_background(
             [sys.executable, "-m", WATCHER_MARKER, str(p.root), ep["url"], ep["ca_bundle"],
-             str(ep["pid"]), str(image.path)],
+             str(ep["pid"]), str(image.path), balancer_network],
             env={**environ, **endpoint.SANDBOX_CREDENTIALS}, log_path=p.root / "instances.log")
-        state["watcher"] = {"pid": proc.pid, "endpoint_pid": ep["pid"], "image": str(image.path)}
+        state["watcher"] = {"pid": proc.pid, "endpoint_pid": ep["pid"], "image": str(image.path),
+                            "balancers": balancer_network}
         _write_state(p, state)
         results.append(StepResult("instance emulation", CHANGED,
-                                  "watching EC2 instances: each running one becomes a machine"))
+                                  "watching EC2 instances: each running one becomes a machine;"
+                                  f" load balancers forwarded on {balancer_network}"))
     results.extend(_instance_machines(fleet))
 
     env = environment(work_dir)
@@ -277,10 +316,11 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
 
 
 def down(work_dir: Path) -> tuple[StepResult, ...]:
-    """Stop every process the sandbox ever started: the recorded ones by pid, every machine
-    (machines.stop_all: with its mounts, namespaces, bridge, route and cgroups), then any other
-    process whose command line names the sandbox's directory (an endpoint or watcher of an
-    earlier `up` whose record was lost). Files stay, machine disks too."""
+    """Stop every process the sandbox ever started: the recorded ones by pid, every load
+    balancer's forward, every machine (machines.stop_all: with its mounts, namespaces, bridges,
+    routes and cgroups), then any other process whose command line names the sandbox's directory
+    (an endpoint, watcher or forward of an earlier `up` whose record was lost). Files stay,
+    machine disks too."""
     from deployer.sandbox import sshd
 
     p = paths(work_dir)
@@ -293,6 +333,7 @@ def down(work_dir: Path) -> tuple[StepResult, ...]:
     for pid in stray:  # before the machines: a watcher left running would start them again
         if stop_pid(pid, WATCHER_MARKER):
             results.append(StepResult("instance emulation", CHANGED, f"stopped stray watcher {pid}"))
+    results.extend(r for r in balancers_of(p).stop_all() if r.status != UNCHANGED)
     if (p.root / "machines.json").exists():
         results.extend(r for r in machines_of(p).stop_all() if r.status != UNCHANGED)
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:  # an older sandbox's
@@ -303,7 +344,8 @@ def down(work_dir: Path) -> tuple[StepResult, ...]:
     if ep and stop_pid(ep["pid"], ENDPOINT_MARKER):
         results.append(StepResult("aws endpoint", CHANGED, f"stopped {ep['url']}"))
     for pid in process.pids_naming(str(p.root)):
-        marker = next((m for m in (ENDPOINT_MARKER, WATCHER_MARKER, sshd.SSHD) if is_alive(pid, m)), "")
+        marker = next((m for m in (ENDPOINT_MARKER, WATCHER_MARKER, sshd.SSHD, balancers.FORWARDER_MODULE)
+                       if is_alive(pid, m)), "")
         if marker and stop_pid(pid, marker):  # ours by its command line, not a user's `tail -f`
             results.append(StepResult("sandbox process", CHANGED, f"stopped stray {marker} {pid}"))
     _write_state(p, state)
@@ -311,7 +353,8 @@ def down(work_dir: Path) -> tuple[StepResult, ...]:
 
 
 def status(work_dir: Path) -> tuple[StepResult, ...]:
-    """The endpoint, the watcher, and every machine (name, addresses, state)."""
+    """The endpoint, the watcher, every machine (name, addresses, state) and every load
+    balancer's forward (name, loopback address:port -> targets)."""
     from deployer.sandbox import sshd
 
     p = paths(work_dir)
@@ -324,6 +367,7 @@ def status(work_dir: Path) -> tuple[StepResult, ...]:
     w_up = bool(watcher) and is_alive(watcher["pid"], WATCHER_MARKER)
     results.append(StepResult("instance emulation", "running" if w_up else "stopped", ""))
     results.extend(_machine_lines(machines_of(p)))
+    results.extend(balancers_of(p).status())
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:  # an older sandbox's
         if sshd.SandboxHost(host_dir, host_dir.name).is_running():
             results.append(StepResult(f"sshd host {host_dir.name}", "running", "emulated (old)"))

@@ -16,12 +16,19 @@ it reboots (nspawn exits 133 on `systemctl reboot`). Facts this relies on, measu
   payload/init.scope.
 - Networking: every machine has its own network namespace with one veth (eth0) whose peer sits on
   a bridge inside a namespace of the sandbox's own (the "hub"): machines reach each other on the
-  private CIDR, and nothing else. This machine's root namespace gets an `unreachable` route for
-  the CIDR, so a connection to a private address fails at once ("No route to host") instead of
-  leaving through the default route. A machine with a public address (a 127.x.y.z address, like
-  moto's Elastic IPs) gets a forwarder (deployer/sandbox/forwarder.py) listening on that address,
-  port 22, which dials the machine's own sshd from inside its namespace: the host side needs no
-  routable address. A private-only machine is reached with `ssh -J` through such a jump machine.
+  private CIDR, and nothing else. A machine may live on another LAN (`start(network=...)`: an
+  instance's VPC CIDR): it then has its address with that prefix length, on a bridge of that
+  CIDR's own in the hub. Bridges are separate layer-2 segments and the hub has no address, so
+  nothing carries a packet from one LAN to another (and a machine has no route beyond its own
+  prefix): the VPCs are as isolated as on AWS, but for two VPCs of the very same CIDR, which
+  share a bridge. This machine's root namespace gets an `unreachable` route for every LAN that
+  has had a machine (until stop_all), so a connection to a private address fails at once ("No
+  route to host") instead of leaving through the default route. A machine with a public address
+  (a 127.x.y.z address, like moto's Elastic IPs) gets a forwarder (deployer/sandbox/forwarder.py)
+  listening on that address, port 22, which dials the machine's own sshd from inside its
+  namespace: the host side needs no routable address. A private-only machine is reached with
+  `ssh -J` through such a jump machine. A machine cannot change its own addresses or routes:
+  nspawn gives it no CAP_NET_ADMIN.
 - Packages: the image carries a Debian repository of its own (REPO_PACKAGES, nginx, with every
   dependency the image lacks, fetched from the mirror at build time), and it is apt's only
   source: a machine has no network, yet `apt-get install nginx` works there as on a server.
@@ -377,9 +384,42 @@ def hub_argvs(hub: str, bridge: str) -> list[list[str]]:
     >>> hub_argvs("dm1_hub", "br0")[1]
     ['ip', '-n', 'dm1_hub', 'link', 'add', 'br0', 'type', 'bridge']
     """
-    return [["ip", "netns", "add", hub],
-            ["ip", "-n", hub, "link", "add", bridge, "type", "bridge"],
+    return [["ip", "netns", "add", hub], *bridge_argvs(hub, bridge)]
+
+
+def bridge_argvs(hub: str, bridge: str) -> list[list[str]]:
+    """One more LAN (a VPC's) in the hub: a bridge of its own, no address, nothing between it
+    and the other bridges (the hub has no address and forwards nothing at layer 3).
+
+    >>> bridge_argvs("dm1_hub", "br3f2a")  # doctest: +NORMALIZE_WHITESPACE
+    [['ip', '-n', 'dm1_hub', 'link', 'add', 'br3f2a', 'type', 'bridge'],
+     ['ip', '-n', 'dm1_hub', 'link', 'set', 'br3f2a', 'up']]
+    """
+    return [["ip", "-n", hub, "link", "add", bridge, "type", "bridge"],
             ["ip", "-n", hub, "link", "set", bridge, "up"]]
+
+
+def lan_network(cidr: str) -> ipaddress.IPv4Network:
+    """A LAN the machines may live on: a private IPv4 network, as a VPC's CIDR is (never
+    loopback, link-local or public: the host's `unreachable` route for it must not shadow those).
+
+    >>> lan_network("10.1.0.0/16")
+    IPv4Network('10.1.0.0/16')
+    >>> lan_network("127.1.0.0/16")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    deployer.sandbox.machines.MachineError: a machine LAN is a private IPv4 network ..., not 127.1.0.0/16
+    """
+    try:
+        network = ipaddress.ip_network(cidr)
+    except ValueError as exc:
+        raise MachineError(f"not a network: {cidr!r} ({exc})") from exc
+    private = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    if not isinstance(network, ipaddress.IPv4Network) or not any(
+            network.subnet_of(p) for p in private):
+        raise MachineError("a machine LAN is a private IPv4 network (10/8, 172.16/12, 192.168/16),"
+                           f" not {cidr}")
+    return network
 
 
 def unreachable_route_argv(action: str, cidr: str, metric: int) -> list[str]:
@@ -480,6 +520,13 @@ class Machines:
     def cgroups(self, name: str) -> list[Path]:
         return [base / f"deployer-{self.tag}" / name for base in CGROUP_ROOTS]
 
+    def bridge(self, network: ipaddress.IPv4Network) -> str:
+        """The hub's bridge of the LAN `network`: br0 for the sandbox's own CIDR, one per other
+        CIDR (a VPC's), named after it (15 characters at most, as every interface name)."""
+        if network == self.network:
+            return self.BRIDGE
+        return "br" + hashlib.sha256(str(network).encode()).hexdigest()[:10]
+
     # state
 
     @contextlib.contextmanager
@@ -511,8 +558,13 @@ class Machines:
     def start(self, name: str, private_ip: str, public_address: str | None = None, *,
               authorized_keys: str = "", login_user: str = "ec2-user", user_data: str | None = None,
               ports: Sequence[int] = (), binds: Sequence[Path] = (),
-              wait: bool = True, timeout: float = 60.0) -> StepResult:
+              network: str | None = None, wait: bool = True, timeout: float = 60.0) -> StepResult:
         """Boot machine `name` (a running one is left alone: `unchanged`).
+
+        `network` is the LAN it lives on (an instance's VPC CIDR): `private_ip` with that prefix
+        length, on a bridge of that CIDR's own (the sandbox's `cidr` when not given). Machines
+        of one CIDR reach each other; a machine of another CIDR is on another bridge, with no
+        route between the two. This machine gets an `unreachable` route for every such CIDR.
 
         Before the first boot the machine gets its own machine-id, SSH host key, hostname,
         `login_user` with passwordless sudo and `authorized_keys`, and, when given, `user_data`:
@@ -524,10 +576,10 @@ class Machines:
         """
         if not _NAME.match(name):
             raise MachineError(f"machine names are [a-z][a-z0-9-]{{0,30}}, not {name!r}")
+        lan = self.network if network is None else lan_network(network)
         address = ipaddress.ip_address(private_ip)
-        if address not in self.network or address in (self.network.network_address,
-                                                      self.network.broadcast_address):
-            raise MachineError(f"{private_ip} is not a host address of {self.network}")
+        if address not in lan or address in (lan.network_address, lan.broadcast_address):
+            raise MachineError(f"{private_ip} is not a host address of {lan}")
         if public_address is not None and not public_address.startswith("127."):
             raise MachineError(f"public addresses live on loopback only, not {public_address}")
         forwarded = sorted({22, *(int(p) for p in ports)}) if public_address else []
@@ -543,10 +595,12 @@ class Machines:
                                            " this sandbox")
                     known["public_address"] = public_address
                     known["ports"] = []  # the forwarder is started below
-                if (known["private_ip"], known.get("public_address")) != (private_ip, public_address):
+                if (known["private_ip"], known.get("public_address"),
+                        known.get("network", str(self.network))) != (private_ip, public_address, str(lan)):
                     raise MachineError(
                         f"machine {name} runs with {known['private_ip']}"
-                        f" / {known.get('public_address')}; stop it before changing its addresses")
+                        f" / {known.get('public_address')} on {known.get('network', self.network)};"
+                        " stop it before changing its addresses")
                 reason = "already running"
                 alive = is_alive(known.get("forwarder", 0), FORWARDER_MARKER)
                 if public_address and (not alive or known.get("ports", [22]) != forwarded):
@@ -564,22 +618,24 @@ class Machines:
                 if known:  # recorded but not running (crashed, or this machine rebooted)
                     self._teardown(state, name)
                 result = self._boot(state, name, private_ip, public_address, authorized_keys,
-                                    login_user, user_data, forwarded, binds)
+                                    login_user, user_data, forwarded, binds, lan)
         if wait:
             self.wait_until_ready(name, timeout)
         return result
 
     def _boot(self, state: dict, name: str, private_ip: str, public_address: str | None,
               authorized_keys: str, login_user: str, user_data: str | None,
-              forwarded: Sequence[int] = (22,), binds: Sequence[Path] = ()) -> StepResult:
+              forwarded: Sequence[int] = (22,), binds: Sequence[Path] = (),
+              lan: ipaddress.IPv4Network | None = None) -> StepResult:
+        lan = lan or self.network
         if self.image is None or not (self.image / IMAGE_MARKER).exists():
             raise MachineError(f"no complete base image at {self.image}; run ensure_base_image()")
         if public_address and _answers(public_address, 22):
             raise MachineError(f"{public_address}:22 already answers, and not for this sandbox")
-        self._ensure_network(state)
+        bridge = self._ensure_network(state, lan)
         entry = state["machines"][name] = {
             "private_ip": private_ip, "public_address": public_address, "made": [],
-            "ports": list(forwarded) if public_address else []}
+            "ports": list(forwarded) if public_address else [], "network": str(lan)}
         made: list[list[str]] = entry["made"]  # what to undo, in the order it was made
         try:
             mdir = self.machine_dir(name)
@@ -599,10 +655,10 @@ class Machines:
             veth = "v" + hashlib.sha256(name.encode()).hexdigest()[:12]
             made.append(["netns", netns])
             self._write(state)
-            interface = f"{private_ip}/{self.network.prefixlen}"
+            interface = f"{private_ip}/{lan.prefixlen}"
             digest = hashlib.sha256(f"{self.tag}/{name}".encode()).hexdigest()
             mac = "02:" + ":".join(digest[i:i + 2] for i in range(0, 10, 2))  # locally administered
-            for argv in machine_net_argvs(netns, self.hub, self.BRIDGE, veth, mac, interface):
+            for argv in machine_net_argvs(netns, self.hub, bridge, veth, mac, interface):
                 self._run(argv)
 
             made.append(["propagate", str(PROPAGATE_DIR / netns)])
@@ -623,7 +679,7 @@ class Machines:
         what = "first boot" if first_boot else "booted again (its disk kept)"
         via = (f"; public {public_address} ports {','.join(map(str, forwarded))}" if public_address
                else "; private only")
-        return StepResult(f"machine {name}", CHANGED, f"{what} at {private_ip}{via}")
+        return StepResult(f"machine {name}", CHANGED, f"{what} at {private_ip}/{lan.prefixlen}{via}")
 
     def _start_forwarder(self, name: str, private_ip: str, public_address: str,
                          ports: Sequence[int] = (22,)) -> int:
@@ -641,8 +697,11 @@ class Machines:
             time.sleep(0.02)
         raise MachineError(f"the forwarder for {public_address} did not listen within 10s")
 
-    def _ensure_network(self, state: dict) -> None:
-        """The hub namespace (bridge) and the unreachable route for the CIDR, once per sandbox."""
+    def _ensure_network(self, state: dict, lan: ipaddress.IPv4Network) -> str:
+        """The hub namespace, the bridge of `lan` in it and this machine's unreachable route for
+        `lan`; the bridge's name. The sandbox's own CIDR is recorded as `route`/`metric` and
+        bridged on br0; every other LAN (a VPC's CIDR) under `lans`, each with its own bridge
+        and route. All stay until stop_all(), which removes exactly those recorded."""
         net = state.setdefault("network", {})
         if net.get("route") and net["route"] != str(self.network):
             raise MachineError(f"this sandbox's machines live on {net['route']}, not {self.network};"
@@ -653,21 +712,36 @@ class Machines:
             if not (NETNS_DIR / self.hub).exists():
                 for argv in hub_argvs(self.hub, self.BRIDGE):
                     self._run(argv)
-        if net.get("route") != str(self.network) or not self._has_route(net.get("metric", 0)):
-            # Its own metric, so two sandboxes on one CIDR each add and remove only their own
-            # route, and the CIDR stays unreachable while either of them runs.
-            base = 3000 + int(self.tag, 16) % 60000
-            for metric in range(base, base + 32):
-                if self._has_route(metric):
-                    continue
-                net.update(route=str(self.network), metric=metric)
-                self._write(state)
-                self._run(unreachable_route_argv("add", str(self.network), metric))
-                return
-            raise MachineError(f"no free metric for the unreachable route of {self.network}")
+        if lan == self.network:
+            self._ensure_route(state, net, lan)
+            return self.BRIDGE
+        record = net.setdefault("lans", {}).setdefault(str(lan), {"bridge": self.bridge(lan)})
+        self._write(state)
+        if self._run(["ip", "-n", self.hub, "link", "show", "dev", record["bridge"]],
+                     ok_codes=(0, 1)).returncode != 0:
+            for argv in bridge_argvs(self.hub, record["bridge"]):
+                self._run(argv)
+        self._ensure_route(state, record, lan)
+        return record["bridge"]
 
-    def _has_route(self, metric: int) -> bool:
-        out = self._run(["ip", "route", "show", "type", "unreachable", str(self.network)]).output
+    def _ensure_route(self, state: dict, record: dict, lan: ipaddress.IPv4Network) -> None:
+        """An unreachable route for `lan`, recorded (`route`, `metric`) before it is added."""
+        if record.get("route") == str(lan) and self._has_route(lan, record.get("metric", 0)):
+            return
+        # Its own metric, so two sandboxes on one CIDR each add and remove only their own
+        # route, and the CIDR stays unreachable while either of them runs.
+        base = 3000 + int(self.tag, 16) % 60000
+        for metric in range(base, base + 32):
+            if self._has_route(lan, metric):
+                continue
+            record.update(route=str(lan), metric=metric)
+            self._write(state)
+            self._run(unreachable_route_argv("add", str(lan), metric))
+            return
+        raise MachineError(f"no free metric for the unreachable route of {lan}")
+
+    def _has_route(self, lan: ipaddress.IPv4Network | str, metric: int) -> bool:
+        out = self._run(["ip", "route", "show", "type", "unreachable", str(lan)]).output
         return any(line.split()[-2:] == ["metric", str(metric)] for line in out.splitlines())
 
     def _prepare(self, name: str, login_user: str, user_data: str | None) -> None:
@@ -831,10 +905,12 @@ class Machines:
             net = state.pop("network", {})
             if (NETNS_DIR / self.hub).exists():
                 self._run(["ip", "netns", "delete", self.hub])  # its bridge and veths go with it
-                results.append(StepResult("network", CHANGED, f"deleted {self.hub} and its bridge"))
-            if net.get("route") and self._has_route(net["metric"]):
-                self._run(unreachable_route_argv("del", net["route"], net["metric"]))
-                results.append(StepResult("route", CHANGED, f"removed unreachable {net['route']}"))
+                results.append(StepResult("network", CHANGED, f"deleted {self.hub} and its bridges"))
+            for record in [net, *(net.get("lans") or {}).values()]:  # only the routes it added
+                if record.get("route") and self._has_route(record["route"], record["metric"]):
+                    self._run(unreachable_route_argv("del", record["route"], record["metric"]))
+                    results.append(StepResult("route", CHANGED,
+                                              f"removed unreachable {record['route']}"))
             for base in CGROUP_ROOTS:
                 parent = base / f"deployer-{self.tag}"
                 if parent.is_dir():
