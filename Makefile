@@ -11,7 +11,7 @@ ARGS ?=
 # Extra flags for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-chom demo-down bench clean
+.PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-chom demo-cso demo-down bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z -]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -79,6 +79,10 @@ demo: setup ## The whole main job on the local sandbox cloud (no AWS account nee
 
 demo-chom: setup ## CHOM on the sandbox's two existing servers: users, secrets, provisioning, release
 	$(DEPLOY) sandbox demo-chom $(ARGS)
+
+TOPOLOGY ?= single
+demo-cso: setup ## CSO on the sandbox (TOPOLOGY=single|ha): infrastructure, then the roles in phases through the jump server
+	$(DEPLOY) sandbox demo-cso --topology $(TOPOLOGY) $(ARGS)
 
 demo-down: ## Stop everything the sandbox started (files stay)
 	@if [ -x $(DEPLOY) ]; then $(DEPLOY) sandbox down; fi

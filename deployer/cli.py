@@ -446,6 +446,7 @@ def sandbox() -> None:
     deploy sandbox down      stop every process it started; files stay
     deploy sandbox demo      up, then the whole main job on the demo environment
     deploy sandbox demo-chom up, then CHOM on the sandbox's two existing servers
+    deploy sandbox demo-cso  up, then CSO (--topology single|ha) through its jump server
     """
 
 
@@ -528,6 +529,27 @@ def sandbox_demo_chom(project_dir: Path | None, as_json: bool, verbose: bool, ye
 
     settings = _settings(project_dir)
     result = demo.run_chom(settings.project, dict(settings.environ), report.progress)
+    report.demo_result(result, as_json=as_json)
+    if not result.ok:
+        failed = result.runs[-1]
+        sys.exit(EXIT_LOCK_HELD if failed.fleet and failed.fleet.locked else EXIT_FAILED)
+
+
+@sandbox.command("demo-cso")
+@click.option("--topology", type=click.Choice(["single", "ha"]), default="single", show_default=True,
+              help="The shape: one host per role, or two per role behind a load balancer.")
+@common
+@handle_errors
+def sandbox_demo_cso(topology: str, project_dir: Path | None, as_json: bool, verbose: bool,
+                     yes: bool) -> None:
+    """Bring the sandbox up and run CSO: `deploy cso demo apply` with TF_VAR_topology set
+    (infrastructure, then the roles through the jump server in phases, then the checks). It ends
+    with the SSH commands and the Admin UI URL; a second run reports no changes."""
+    from deployer import demo
+
+    settings = _settings(project_dir)
+    result = demo.run_cso(settings.project, dict(settings.environ), report.progress,
+                          topology=topology)
     report.demo_result(result, as_json=as_json)
     if not result.ok:
         failed = result.runs[-1]

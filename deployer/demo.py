@@ -8,6 +8,7 @@ user runs against AWS: bootstrap-state, shared apply, dashboard apply, edge.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 
 from deployer import pipeline, process, state
 from deployer.config import load_settings
+from deployer.errors import ConfigError
 from deployer.results import Progress, RunResult, StepResult
 from deployer.secrets import Masker
 
@@ -200,6 +202,59 @@ def run_chom(project: Path, environ: Mapping[str, str], progress: Progress) -> D
                                 pipeline.Options(accept_new_host_keys=True), progress=progress,
                                 confirm=lambda _prompt, _expected: True)
     return DemoResult(sandbox_steps, (), (result,), str(env_file), stacks=1)
+
+
+CSO_EXAMPLE = Path("examples") / "cso"
+CSO_BRANCH = "cso"
+TOPOLOGIES = ("single", "ha")
+
+
+def cso_env_text() -> str:
+    """The CSO block of the demo environment (its own VPC; the admin and UI CIDRs are the
+    sandbox's loopback, as the other stacks' are)."""
+    return f"""\
+# CSO (deploy cso {DEMO_ENV} apply): a jump server and role servers in private subnets, in its own
+# VPC. TF_VAR_topology switches single <-> ha. Added by `deploy sandbox demo-cso`.
+TF_VAR_topology=single
+TF_VAR_admin_cidr_blocks=["127.0.0.0/8"]
+TF_VAR_ui_cidr_blocks=["127.0.0.0/8"]
+cso_git_ref={CSO_BRANCH}
+"""
+
+
+def set_topology(path: Path, topology: str) -> bool:
+    """Point the demo environment at `topology`; True when the file changed."""
+    if topology not in TOPOLOGIES:
+        raise ConfigError(f"topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
+    text = path.read_text(encoding="utf-8")
+    wanted = re.sub(r"^TF_VAR_topology=.*$", f"TF_VAR_topology={topology}", text, flags=re.M)
+    if wanted != text:
+        path.write_text(wanted, encoding="utf-8")
+    return wanted != text
+
+
+def run_cso(project: Path, environ: Mapping[str, str], progress: Progress, *,
+            topology: str = "single") -> DemoResult:
+    """CSO on the sandbox (`deploy sandbox demo-cso [--topology ha]`): state, then exactly what a
+    user runs against AWS, `deploy cso demo apply`, with TF_VAR_topology set in the env file."""
+    from deployer.sandbox import cloud
+
+    sandbox_steps, settings, env_file = _up(project, environ)
+    ensure_app_origin(project, cloud.paths(settings.work_dir).app_origin, settings.environ,
+                      example=CSO_EXAMPLE, branch=CSO_BRANCH)
+    if "TF_VAR_topology=" not in env_file.read_text(encoding="utf-8"):
+        with env_file.open("a", encoding="utf-8") as f:
+            f.write("\n" + cso_env_text())
+    set_topology(env_file, topology)
+    progress(f"== bootstrap-state ({settings.state_bucket})")
+    state_steps = state.bootstrap(settings, repair=True, progress=progress)
+    state.write_backend_configs(settings)
+    progress(f"== cso {DEMO_ENV} apply ({topology})")
+    stack, env = pipeline.load(settings, "cso", DEMO_ENV)
+    result = pipeline.run_stack(settings, stack, env, "apply",
+                                pipeline.Options(accept_new_host_keys=True), progress=progress,
+                                confirm=lambda _prompt, _expected: True)
+    return DemoResult(sandbox_steps, tuple(state_steps), (result,), str(env_file), stacks=1)
 
 
 def run(project: Path, environ: Mapping[str, str], progress: Progress) -> DemoResult:

@@ -410,15 +410,20 @@ URL_PATIENCE = 30.0  # services just (re)started get this long to answer
 
 
 def resolve_map(environ: Mapping[str, str]) -> dict[tuple[str, int], str]:
-    """DEPLOYER_RESOLVE, curl's --resolve: `HOST:PORT:ADDRESS` entries, space-separated; a URL
-    check of HOST:PORT connects to ADDRESS (a name that does not resolve from here, such as a
-    load balancer's, reached another way).
+    """DEPLOYER_RESOLVE, curl's --resolve: `HOST:PORT:ADDRESS` entries, space-separated, and
+    those of the file DEPLOYER_RESOLVE_FILE (one a line, read now: it may change while a run
+    goes); a URL check of HOST:PORT connects to ADDRESS (a name that does not resolve from here,
+    such as a load balancer's, reached another way).
 
     >>> resolve_map({"DEPLOYER_RESOLVE": "lb.example:8102:127.0.12.1"})
     {('lb.example', 8102): '127.0.12.1'}
     """
     found = {}
-    for entry in environ.get("DEPLOYER_RESOLVE", "").split():
+    text = environ.get("DEPLOYER_RESOLVE", "")
+    path = environ.get("DEPLOYER_RESOLVE_FILE", "")
+    if path and Path(path).is_file():
+        text += " " + Path(path).read_text(encoding="utf-8")
+    for entry in text.split():
         host, port, address = (entry.rsplit(":", 2) + ["", ""])[:3]
         if host and port.isdigit() and address:
             found[(host, int(port))] = address

@@ -68,6 +68,10 @@ def run_result(result: RunResult, *, as_json: bool) -> None:
         for name, value in sorted(e.outputs.items()):
             if isinstance(value, str | int | float):
                 line(f"  output   {name} = {value}")
+            elif isinstance(value, dict) and name.endswith("_commands"):  # ssh commands per role
+                for key, items in sorted(value.items()):
+                    for item in items if isinstance(items, list) else [items]:
+                        line(f"  output   {name}.{key} = {item}")
     before = [c for c in result.checks if c.name in ("pre-flight", "secrets")]
     for c in before:
         line(f"  {c.name + ' ':<9}{c.status:<9} {c.reason}".rstrip())

@@ -87,6 +87,9 @@ class Listener:
     targets: tuple[Target, ...] = ()
 
 
+RESOLVE_FILE = "resolve"  # HOST:PORT:ADDRESS a line, for DEPLOYER_RESOLVE_FILE
+
+
 def balancer_network(environ: Mapping[str, str]) -> ipaddress.IPv4Network:
     """Where the balancers' addresses live; DEPLOYER_SANDBOX_BALANCER_ADDRESSES moves it.
 
@@ -241,6 +244,17 @@ class Balancers:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         tmp.replace(self.state_path)
+        # The balancers' DNS names do not resolve here: deploy's URL checks read this file
+        # (DEPLOYER_RESOLVE_FILE, curl's --resolve entries) when they run.
+        entries = sorted(f"{e['dns_name']}:{port}:{e['address']}" for e in state["balancers"].values()
+                         for port in e.get("listeners", {}))
+        tmp = self.resolve_path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in entries))
+        tmp.replace(self.resolve_path)
+
+    @property
+    def resolve_path(self) -> Path:
+        return self.directory / RESOLVE_FILE
 
     def recorded(self) -> dict[str, dict]:
         """balancers.json's balancers, unlocked: a snapshot to read."""

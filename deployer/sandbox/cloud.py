@@ -194,6 +194,8 @@ def environment(work_dir: Path) -> dict[str, str]:
         "AWS_ENDPOINT_URL": state["endpoint"]["url"],
         "DEPLOYER_PROVIDER_MIRROR": str(work_dir / "plugins"),
         "DEPLOYER_SSH_KEY": str(p.key),
+        # The emulated load balancers' DNS names, as curl --resolve entries (kept by the watcher).
+        "DEPLOYER_RESOLVE_FILE": str(p.root / balancers.RESOLVE_FILE),
         **endpoint.write_profile(p.root / "aws", PROFILE, REGION, Path(state["endpoint"]["ca_bundle"])),
     }
 
