@@ -391,7 +391,7 @@ def _verify(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str,
     from deployer.hosts import fleet
 
     progress("verifying: services on every host, then the URLs")
-    checks = list(fleet.verify_services(stack, env, settings, log=log,
+    checks = list(fleet.verify_services(stack, env, settings, log=log, outputs=outputs,
                                         accept_new_host_keys=options.accept_new_host_keys))
     access = []
     ctx = {**env.values, "env_name": env.name, "stack_name": stack.name, "outputs": dict(outputs)}

@@ -70,7 +70,7 @@ def test_unknown_environment_and_stack(project: Project) -> None:
     run = project.deploy("shared", "qa")
     assert run.returncode == 2 and "(environments: stage)" in run.stderr
     run = project.deploy("web", "stage")
-    assert run.returncode == 2 and "stacks: chom, dashboard, edge, shared" in run.stderr
+    assert run.returncode == 2 and "stacks: chom, cso, dashboard, edge, shared" in run.stderr
 
 
 def test_render_masks_secrets_and_writes_the_backend(project: Project) -> None:

@@ -29,6 +29,10 @@ PYTHON = sys.executable  # 3.11 like Debian 12's python3; the programs use its s
 DB_PASSWORD = 'pa$s "w`o\\rd'  # what the env format must carry byte for byte
 SECRETS = {"db_password": DB_PASSWORD, "rabbitmq_password": "r@bbit$ecret",
            "keystone_admin_password": "k3ystone'admin"}
+# As the stack names them: the generated secrets that Terraform also gets are TF_VAR_*.
+GENERATED = {"TF_VAR_db_password": DB_PASSWORD, "TF_VAR_rabbitmq_password": SECRETS["rabbitmq_password"],
+             "keystone_admin_password": SECRETS["keystone_admin_password"],
+             "TF_VAR_alb_certificate_pem": "CERT", "TF_VAR_alb_private_key_pem": "KEY"}
 OUTPUTS = {"topology": "single", "dns_zone": "prod.CSO.ss", "db_address": "cso-db.example.internal",
            "frontend_hosts": ["10.1.128.10"], "backend_hosts": ["10.1.128.11"],
            "keystone_hosts": ["10.1.128.12"], "rabbitmq_hosts": ["10.1.128.13"]}
@@ -83,7 +87,7 @@ def load(rel: str) -> types.ModuleType:
 
 
 def render(template: str, outputs: dict | None = None, fmt: str = "env", **extra: object) -> str:
-    ctx = {**SECRETS, "outputs": outputs or OUTPUTS, "host": {"user": "ec2-user", "address": "h",
+    ctx = {**GENERATED, "outputs": outputs or OUTPUTS, "host": {"user": "ec2-user", "address": "h",
                                                               "port": 22},
            "app_root": "/opt/cso", **extra}
     return templates.render_file(CSO / template, ctx, fmt)
@@ -297,7 +301,7 @@ def test_install_scripts_check_their_config_and_keystone_bootstraps_once(tmp_pat
     assert DB_PASSWORD not in keystone.stdout + keystone.stderr
     backend = host.run("r1", "backend/install.sh", "backend").stdout
     assert ("keystone http://10.1.128.12:5000/v3 http://10.1.192.12:5000/v3, rabbitmq"
-            " 10.1.128.13:15672 10.1.192.13:15672") in backend
+            " 10.1.128.13:5671 10.1.192.13:5671") in backend
     # A later release leaves the bootstrap as it was.
     host.release("r2", files)
     later = host.run("r2", "keystone/install.sh", "keystone")
@@ -456,10 +460,11 @@ def test_config_templates_reach_the_programs_byte_for_byte(tmp_path: Path) -> No
                               "ADMIN_PASSWORD": "k3ystone'admin"}
         elif path == "backend/backend.env":
             assert values == {"KEYSTONE_URL": "http://10.1.128.12:5000/v3 http://10.1.192.12:5000/v3",
-                              "RABBITMQ_HOSTS": "10.1.128.13 10.1.192.13"}
+                              "RABBITMQ_HOSTS": "10.1.128.13:5671 10.1.192.13:5671"}
         elif path == "frontend/frontend.env":
             assert values == {"BACKEND_URL": "http://10.1.128.11:8080/health http://10.1.192.11:8080/health",
-                              "TOPOLOGY": "ha"}
+                              "TOPOLOGY": "ha", "TLS_CERT_FILE": "frontend/tls.crt",
+                              "TLS_KEY_FILE": "frontend/tls.key"}
         elif path == "rabbitmq/rabbitmq.env":
             assert values == {"RABBITMQ_NODES": "10.1.128.13 10.1.192.13"}
         else:
@@ -486,13 +491,43 @@ def test_unit_templates_render_with_deployer_values() -> None:
     for name, (program, env_file) in expected.items():
         for line in ("User=ec2-user", "WorkingDirectory=/opt/cso/current",
                      f"EnvironmentFile=/opt/cso/current/{env_file}",
-                     f"ExecStart=/usr/bin/python3 {program}", "Restart=on-failure"):
+                     f"ExecStart=/usr/bin/python3 {program}"
+                     + (" --port 5671" if name == "cso-rabbitmq" else ""),
+                     "Restart=on-failure"):
             assert f"\n{line}\n" in units[name], (name, line)
 
 
 def test_the_example_is_lint_clean() -> None:
-    if shutil.which("shellcheck"):
-        scripts = sorted(str(p) for p in CSO.rglob("*.sh"))
-        run = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=60)
-        assert run.returncode == 0, run.stdout
+    assert shutil.which("shellcheck"), "shellcheck is missing: make system-packages installs it"
+    scripts = sorted(str(p) for p in CSO.rglob("*.sh"))
+    run = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout
     assert not list(CSO.rglob("__pycache__"))  # the programs write no bytecode beside themselves
+
+
+def test_the_frontend_serves_https_with_the_generated_certificate(spawn, tmp_path: Path) -> None:
+    import ssl
+
+    from deployer import generated
+    from deployer.stacks import Generated
+
+    key = generated.make(Generated("k", "rsa-key"))
+    cert = generated.make(Generated("c", "x509", key="k", subject="cso-admin-ui"), kept={"k": key})
+    (tmp_path / "tls.crt").write_text(cert + "\n")
+    (tmp_path / "tls.key").write_text(key + "\n")
+    _, port = server(spawn, "frontend-tls", "frontend/server.py", BACKEND_URL="http://127.0.0.1:9/health",
+                     TOPOLOGY="single", TLS_CERT_FILE=str(tmp_path / "tls.crt"),
+                     TLS_KEY_FILE=str(tmp_path / "tls.key"))
+    pinned = ssl.create_default_context(cadata=cert)
+    pinned.check_hostname = False  # as deploy's check: the chain is the generated certificate's
+
+    def answered() -> int | None:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=5, context=pinned) as r:
+                return r.status
+        except (urllib.error.URLError, OSError):
+            return None
+
+    assert wait_for(lambda: answered() == 200, seconds=20)
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=5)  # an unpinned client refuses it

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_shipped_stacks_load() -> None:
-    assert stack_names(REPO) == ["chom", "dashboard", "edge", "shared"]
+    assert stack_names(REPO) == ["chom", "cso", "dashboard", "edge", "shared"]
     dashboard = load_stack(REPO, "dashboard")
     assert dashboard.terraform is not None and dashboard.terraform.root == "terraform/dashboard"
     assert dashboard.hosts is not None and dashboard.hosts.source == "terraform"
@@ -29,7 +29,7 @@ def test_shipped_stacks_load() -> None:
 
 
 def test_unknown_stack_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown stack 'web' .*; stacks: chom, dashboard, edge, shared"):
+    with pytest.raises(ConfigError, match="unknown stack 'web' .*; stacks: chom, cso, dashboard, edge, shared"):
         load_stack(REPO, "web")
 
 

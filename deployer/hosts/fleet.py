@@ -408,11 +408,12 @@ def prepare_users(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunL
 
 
 def verify_services(stack: Stack, env: EnvConfig, settings: Settings, *, log: RunLog,
-                    accept_new_host_keys: bool = False) -> tuple[StepResult, ...]:
+                    accept_new_host_keys: bool = False,
+                    outputs: Mapping[str, object] | None = None) -> tuple[StepResult, ...]:
     """The end of an apply: per host, each unit its role lists in `services` is active (one
     round trip per host)."""
     checks: list[StepResult] = []
-    for view, hosts in role_hosts(stack, env, {}):
+    for view, hosts in role_hosts(stack, env, outputs or {}):
         units = view.role_of(view.role).services if view.role else ()
         for host in hosts if units else []:
             remote = remote_for(view, env, settings, host, log, accept_new_host_keys)

@@ -26,6 +26,7 @@ settings, port taken), 2 on a usage error.
 """
 
 import html
+import ssl
 import sys
 from pathlib import Path
 
@@ -59,6 +60,24 @@ def page(release, topology, ok):
             f"<p>A stand-in page: nothing here is CSO's Admin UI.</p>\n")
 
 
+def tls(web, config):
+    """HTTPS when TLS_CERT_FILE and TLS_KEY_FILE are set (the certificate deployer generated,
+    the same the load balancer serves: the balancer talks HTTPS to its targets, and in the
+    single topology the jump server relays TCP straight here); plain HTTP otherwise."""
+    cert, key = config.get("TLS_CERT_FILE", ""), config.get("TLS_KEY_FILE", "")
+    if not cert and not key:
+        return "plain HTTP"
+    if not (cert and key):
+        raise csolib.Failed("TLS_CERT_FILE and TLS_KEY_FILE go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise csolib.Failed(f"cannot load the TLS certificate and key: {exc}") from None
+    web.socket = context.wrap_socket(web.socket, server_side=True)
+    return "HTTPS"
+
+
 def main(argv=None):
     args = csolib.parser(PROG, "The CSO frontend (Admin UI) stand-in.", 8102).parse_args(argv)
     try:
@@ -88,10 +107,11 @@ def main(argv=None):
     csolib.on_sigterm_exit()
     try:
         web = csolib.http_server((args.bind, args.port), routes)
+        scheme = tls(web, config)
     except csolib.Failed as exc:
         return csolib.fail(PROG, exc)
-    csolib.log(f"frontend stand-in release {release} listening on {args.bind}:{args.port} (plain"
-               f" HTTP): {summary}, checked every {every:g}s")
+    csolib.log(f"frontend stand-in release {release} listening on {args.bind}:{args.port}"
+               f" ({scheme}): {summary}, checked every {every:g}s")
     deps.start()
     csolib.serve(web)
     return 0
