@@ -57,3 +57,34 @@ def test_groups_given_per_network_interface_are_the_instance_groups(project: Pro
     instance_id = run["Instances"][0]["InstanceId"]
     got = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert [g["GroupId"] for g in got["SecurityGroups"]] == [group]
+
+
+def test_a_zone_created_with_a_vpc_is_private(project: Project) -> None:
+    """How the AWS provider 3.39 creates a private zone (a VPC, no PrivateZone flag); unpatched
+    moto makes it public and drops the VPC, and `aws_route53_zone.vpc` never settles."""
+    ec2, route53 = project.client("ec2"), project.client("route53")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    zone = route53.create_hosted_zone(Name=f"{project.profile}.internal", CallerReference=project.profile,
+                                      VPC={"VPCRegion": "us-east-1", "VPCId": vpc})["HostedZone"]
+    got = route53.get_hosted_zone(Id=zone["Id"])
+    assert got["HostedZone"]["Config"]["PrivateZone"] is True
+    assert [v["VPCId"] for v in got["VPCs"]] == [vpc]
+
+
+def test_db_instances_keep_performance_insights(project: Project) -> None:
+    """Unpatched moto drops EnablePerformanceInsights and its key and retention, so
+    `aws_db_instance.performance_insights_enabled` plans a change on every run."""
+    rds = project.client("rds")
+    name = f"{project.profile}-pi"
+    key = "arn:aws:kms:us-east-1:123456789012:key/performance-insights"
+    created = rds.create_db_instance(
+        DBInstanceIdentifier=name, Engine="mysql", DBInstanceClass="db.m5.large", AllocatedStorage=20,
+        MasterUsername="admin_user", MasterUserPassword="0123456789abcdef",
+        EnablePerformanceInsights=True, PerformanceInsightsKMSKeyId=key,
+        PerformanceInsightsRetentionPeriod=7)["DBInstance"]
+    assert (created["PerformanceInsightsEnabled"], created["PerformanceInsightsKMSKeyId"],
+            created["PerformanceInsightsRetentionPeriod"]) == (True, key, 7)
+    rds.modify_db_instance(DBInstanceIdentifier=name, EnablePerformanceInsights=False, ApplyImmediately=True)
+    (got,) = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"]
+    assert got["PerformanceInsightsEnabled"] is False
+    rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True)

@@ -29,7 +29,8 @@ def test_shipped_stacks_load() -> None:
 
 
 def test_unknown_stack_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown stack 'web' .*; stacks: chom, cso, dashboard, edge, shared"):
+    with pytest.raises(ConfigError,
+                       match="unknown stack 'web' .*; stacks: chom, cso, dashboard, edge, shared"):
         load_stack(REPO, "web")
 
 

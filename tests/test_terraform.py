@@ -1,10 +1,11 @@
-"""The Terraform stacks `shared` and `dashboard`, for real: the embedded engine, the AWS
+"""The Terraform stacks `shared`, `dashboard` and `cso`, for real: the embedded engine, the AWS
 provider 3.39.0 and a moto endpoint. Every root and module is formatted and valid; shared and
 dashboard apply, settle (a second apply changes nothing), and the dashboard is destroyed while
-shared and the state stay."""
+shared and the state stay; cso applies single, then ha, settles and is destroyed."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -24,10 +25,11 @@ MODULES = sorted(p.parent for p in (REPO / "terraform" / "modules").glob("*/main
 
 
 def engine(args: list[str], cwd: Path, tmp_path: Path, mirror: Path,
-           tf_vars: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+           tf_vars: dict[str, str] | None = None,
+           environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     rc = tmp_path / "terraformrc"
     rc.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n}}\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_VAR_")}
+    env = {k: v for k, v in (environ or os.environ).items() if not k.startswith("TF_VAR_")}
     env.update({"TF_CLI_CONFIG_FILE": str(rc), "TF_DATA_DIR": str(tmp_path / cwd.name),
                 "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"})
     env.update({f"TF_VAR_{k}": v for k, v in (tf_vars or {}).items()})
@@ -367,3 +369,376 @@ def test_deployment_policy_cannot_escalate() -> None:
     for statement in statements("permissions-boundary-policy.json"):
         assert statement["Effect"] == "Allow"
         assert not {a.split(":")[0] for a in actions(statement)} & {"iam", "sts", "kms", "*"}
+
+
+# --- terraform/cso ---------------------------------------------------------------------------
+
+CSO = REPO / "terraform" / "cso"
+ADMIN_CIDR, UI_CIDR = "198.51.100.0/24", "203.0.113.0/24"
+ANYWHERE = "0.0.0.0/0"
+CSO_ROLES = ("frontend", "backend", "keystone", "rabbitmq")
+
+
+def self_signed_pair() -> tuple[str, str]:
+    """What deploy generates once for the ha load balancer: a certificate and its key (PEM)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cso.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("cso.example")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption()).decode())
+
+
+def expected_cso_rules(topology: str) -> dict[str, dict[str, set[tuple[int, str]]]]:
+    """Group role -> {"in": {(port, source)}, "out": {(port, destination)}}: the architecture's
+    flows and nothing else (a source is a group's role or a CIDR)."""
+    ha = topology == "ha"
+    hosts_and_jump = ("jump", *CSO_ROLES)
+    groups = (*hosts_and_jump, "database", "efs", *(("alb",) if ha else ()))
+    rules: dict[str, dict[str, set[tuple[int, str]]]] = {g: {"in": set(), "out": set()} for g in groups}
+
+    def flow(source: str, target: str, port: int) -> None:
+        rules[target]["in"].add((port, source))
+        rules[source]["out"].add((port, target))
+
+    rules["jump"]["in"].add((22, ADMIN_CIDR))
+    for role in CSO_ROLES:
+        flow("jump", role, 22)
+    if ha:
+        rules["alb"]["in"].add((8102, UI_CIDR))
+        rules["alb"]["out"].add((443, ANYWHERE))  # Cognito's token endpoint
+        flow("alb", "frontend", 8102)
+    else:
+        rules["jump"]["in"].add((8102, UI_CIDR))
+        flow("jump", "frontend", 8102)
+    flow("frontend", "backend", 8080)
+    flow("backend", "keystone", 5000)
+    flow("backend", "rabbitmq", 5671)
+    flow("backend", "database", 3306)
+    flow("keystone", "database", 3306)
+    for port in (4369, 25672, 5671):
+        flow("rabbitmq", "rabbitmq", port)
+    for role in hosts_and_jump:
+        flow(role, "efs", 2049)
+        rules[role]["out"] |= {(80, ANYWHERE), (443, ANYWHERE)}  # packages, through the NAT
+    return rules
+
+
+def cso_rules(ec2, vpc_id: str) -> dict[str, dict[str, set[tuple[int, str]]]]:
+    """The same shape, read back from the endpoint (groups named <prefix>-<role>)."""
+    groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"]
+    role_of = {g["GroupId"]: g["GroupName"].removeprefix("cso-stage-") for g in groups}
+    found = {}
+    for group in groups:
+        if group["GroupName"] == "default":
+            continue
+        sides = {}
+        for side, key in (("in", "IpPermissions"), ("out", "IpPermissionsEgress")):
+            pairs = set()
+            for rule in group[key]:
+                assert rule["IpProtocol"] == "tcp" and rule["FromPort"] == rule["ToPort"], rule
+                pairs |= {(rule["FromPort"], r["CidrIp"]) for r in rule.get("IpRanges", [])}
+                pairs |= {(rule["FromPort"], role_of[p["GroupId"]]) for p in rule.get("UserIdGroupPairs", [])}
+                assert not rule.get("Ipv6Ranges") and not rule.get("PrefixListIds"), rule
+            sides[side] = pairs
+        found[role_of[group["GroupId"]]] = sides
+    return found
+
+
+def cso_instances(ec2, vpc_id: str) -> dict[str, dict]:
+    """Running instances of the VPC by Name tag."""
+    reservations = ec2.describe_instances(Filters=[
+        {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "instance-state-name", "Values": ["running"]}])
+    instances = [i for r in reservations["Reservations"] for i in r["Instances"]]
+    return {next(t["Value"] for t in i["Tags"] if t["Key"] == "Name"): i for i in instances}
+
+
+def cso_databases(rds) -> list[dict]:
+    return [d for d in rds.describe_db_instances()["DBInstances"] if d["DBInstanceIdentifier"] == "cso-stage"]
+
+
+def plan_actions(run, plan_file: Path) -> dict[str, list[str]]:
+    shown = run(["show", "-json", "-no-color", str(plan_file)])
+    assert shown.returncode == 0, shown.stderr
+    return {c["address"]: c["change"]["actions"] for c in json.loads(shown.stdout)["resource_changes"]
+            if c["change"]["actions"] != ["no-op"] and c["mode"] == "managed"}
+
+
+def test_cso_single_then_ha_apply_settles_and_destroys(project: Project, tmp_path: Path,
+                                                        provider_mirror: Path) -> None:
+    """terraform/cso on the sandbox endpoint: single (5 hosts, one NAT gateway, no load
+    balancer), then ha, which adds exactly the second host of each role, the second NAT gateway,
+    the load balancer with Cognito, and turns on Multi-AZ; each topology settles; destroy
+    removes it all and leaves the state bucket and lock table."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")],
+                   check=True)
+    certificate, private_key = self_signed_pair()
+    project.write_env("stage", "TF_VAR_deptype=stage\n")
+    project.deploy("bootstrap-state", "-y", check=True)
+    bucket = f"{project.profile}-chronos-terraform-state-storage"
+    table = f"{project.profile}-chronos-terraform-state-locks"
+    endpoint = project.environ["AWS_ENDPOINT_URL"]
+    backend = tmp_path / "backend.hcl"  # what deploy renders for the sandbox
+    backend.write_text("\n".join([
+        f'bucket = "{bucket}"', 'key = "stage/cso.tfstate"', 'region = "us-east-1"', "encrypt = true",
+        f'dynamodb_table = "{table}"', "use_path_style = true", "skip_credentials_validation = true",
+        "skip_requesting_account_id = true", "skip_metadata_api_check = true",
+        "skip_region_validation = true",
+        f'endpoints = {{\n  s3 = "{endpoint}"\n  dynamodb = "{endpoint}"\n  sts = "{endpoint}"\n}}', ""]))
+    tf_vars = {
+        "deptype": "stage", "aws_region": "us-east-1", "aws_endpoint_url": endpoint,
+        "topology": "single", "vpc_cidr": "10.42.0.0/16",
+        "admin_cidr_blocks": f'["{ADMIN_CIDR}"]', "ui_cidr_blocks": f'["{UI_CIDR}"]',
+        "public_key": (tmp_path / "key.pub").read_text().strip(),
+        "db_password": "0123456789abcdef", "rabbitmq_password": "fedcba9876543210",
+        "alb_certificate_pem": certificate, "alb_private_key_pem": private_key,
+    }  # stage defaults: no deletion protection, secrets deleted at once, a final DB snapshot
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return engine(args, CSO, tmp_path, provider_mirror, tf_vars, project.environ)
+
+    def apply() -> dict:
+        done = run(["apply", "-auto-approve", "-input=false", "-no-color"])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        out = run(["output", "-json"])
+        return {k: v["value"] for k, v in json.loads(out.stdout).items()}
+
+    def settled() -> None:
+        done = run(["plan", "-detailed-exitcode", "-input=false", "-no-color"])
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr  # 0: no changes
+
+    init = run(["init", "-input=false", "-no-color", f"-backend-config={backend}"])
+    assert init.returncode == 0, init.stdout + init.stderr
+    ec2, elbv2, rds, efs, kms, secrets, route53, iam = (project.client(s) for s in (
+        "ec2", "elbv2", "rds", "efs", "kms", "secretsmanager", "route53", "iam"))
+
+    # --- single ---
+    out = apply()
+    vpc_id = out["vpc_id"]
+    assert out["topology"] == "single" and out["ssh_user"] == "ec2-user"
+    subnets = {s["CidrBlock"]: s for s in ec2.describe_subnets(
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]}
+    assert set(subnets) == {"10.42.0.0/18", "10.42.64.0/18", "10.42.128.0/18", "10.42.192.0/18"}
+    zones = [subnets[f"10.42.{q}.0/18"]["AvailabilityZone"] for q in (0, 64, 128, 192)]
+    assert zones[0] == zones[2] != zones[1] == zones[3]  # public and private A, then B
+    instances = cso_instances(ec2, vpc_id)
+    assert sorted(instances) == ["cso-stage-backend-1", "cso-stage-frontend-1", "cso-stage-jump",
+                                 "cso-stage-keystone-1", "cso-stage-rabbitmq-1"]
+    jump = instances["cso-stage-jump"]
+    assert jump["SubnetId"] == subnets["10.42.0.0/18"]["SubnetId"] and jump["InstanceType"] == "t2.large"
+    assert out["jump_address"] == jump["PublicIpAddress"]
+    assert ipaddress.ip_address(out["jump_address"]).is_loopback  # moto's Elastic IPs are 127.x.y.z
+    for name, instance in instances.items():
+        assert instance["MetadataOptions"]["HttpTokens"] == "required", name
+        assert instance["KeyName"] == "cso-stage", name
+        if name != "cso-stage-jump":
+            assert instance["SubnetId"] == subnets["10.42.128.0/18"]["SubnetId"], name
+            assert "PublicIpAddress" not in instance, name
+    assert {n: i["InstanceType"] for n, i in instances.items() if n != "cso-stage-jump"} == {
+        "cso-stage-frontend-1": "c5.2xlarge", "cso-stage-backend-1": "c5.4xlarge",
+        "cso-stage-keystone-1": "t2.xlarge", "cso-stage-rabbitmq-1": "t2.xlarge"}
+    user_data = ec2.describe_instance_attribute(InstanceId=jump["InstanceId"], Attribute="userData")
+    assert b".setup_complete" in base64.b64decode(user_data["UserData"]["Value"])  # the ready marker
+    nats = ec2.describe_nat_gateways(Filter=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                             {"Name": "state", "Values": ["available"]}])["NatGateways"]
+    assert [n["SubnetId"] for n in nats] == [subnets["10.42.0.0/18"]["SubnetId"]]
+    assert [lb for lb in elbv2.describe_load_balancers()["LoadBalancers"] if lb["VpcId"] == vpc_id] == []
+    assert cso_rules(ec2, vpc_id) == expected_cso_rules("single")
+    assert_default_group_is_empty(ec2, vpc_id)
+    private_ips = {r: [instances[f"cso-stage-{r}-1"]["PrivateIpAddress"]] for r in CSO_ROLES}
+    assert out["role_private_ips"] == {"jump": [jump["PrivateIpAddress"]], **private_ips}
+    assert [out[f"{r}_hosts"] for r in CSO_ROLES] == [private_ips[r] for r in CSO_ROLES]
+    assert out["jump_ssh"] == f"ec2-user@{out['jump_address']}"
+    assert out["ssh_command"] == f"ssh ec2-user@{out['jump_address']}"
+    assert out["role_ssh_commands"]["backend"] == [
+        f"ssh -J ec2-user@{out['jump_address']} ec2-user@{private_ips['backend'][0]}"]
+    assert out["admin_ui_url"] == f"https://{out['jump_address']}:8102/" and out["alb_dns_name"] == ""
+
+    (db,) = cso_databases(rds)
+    assert db["MultiAZ"] is False and db["StorageEncrypted"] is True and db["BackupRetentionPeriod"] == 30
+    assert db["Endpoint"]["Address"] == out["db_address"] and db["PubliclyAccessible"] is False
+    assert db["DeletionProtection"] is False and db["PerformanceInsightsEnabled"] is True
+    storage_key, secrets_key = (kms.describe_key(KeyId=f"alias/cso-stage-{k}")["KeyMetadata"]["Arn"]
+                                for k in ("storage", "secrets"))
+    assert db["KmsKeyId"] == storage_key
+    for key in (storage_key, secrets_key):
+        assert kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"] is True
+    (fs,) = efs.describe_file_systems(FileSystemId=out["efs_id"])["FileSystems"]
+    assert fs["Encrypted"] is True and fs["KmsKeyId"] == storage_key
+    assert efs.describe_lifecycle_configuration(FileSystemId=out["efs_id"])["LifecyclePolicies"] == [
+        {"TransitionToIA": "AFTER_30_DAYS"}]
+    mounts = efs.describe_mount_targets(FileSystemId=out["efs_id"])["MountTargets"]
+    assert {m["SubnetId"] for m in mounts} == {
+        subnets["10.42.128.0/18"]["SubnetId"], subnets["10.42.192.0/18"]["SubnetId"]}
+    for arn, value in ((out["db_secret_arn"], "0123456789abcdef"),
+                       (out["rabbitmq_secret_arn"], "fedcba9876543210")):
+        assert secrets.describe_secret(SecretId=arn)["KmsKeyId"] == secrets_key
+        assert secrets.get_secret_value(SecretId=arn)["SecretString"] == value
+    # Only the jump host may read them, and decrypt only through Secrets Manager.
+    policy = iam.get_role_policy(RoleName="cso-stage-jump", PolicyName="cso-stage-jump")["PolicyDocument"]
+    read, decrypt = policy["Statement"]
+    assert sorted(read["Resource"]) == sorted([out["db_secret_arn"], out["rabbitmq_secret_arn"]])
+    assert decrypt["Resource"] == secrets_key and decrypt["Action"] == "kms:Decrypt"
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": ["secretsmanager.us-east-1.amazonaws.com"]}}
+    assert iam.list_role_policies(RoleName="cso-stage-host")["PolicyNames"] == []
+    assert iam.list_attached_role_policies(RoleName="cso-stage-host")["AttachedPolicies"] == []
+    (zone,) = [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == "stage.cso.internal."]
+    got = route53.get_hosted_zone(Id=zone["Id"])
+    assert got["HostedZone"]["Config"]["PrivateZone"] is True
+    assert [v["VPCId"] for v in got["VPCs"]] == [vpc_id]
+    records = {(r["Name"], r["Type"]): [v["Value"] for v in r["ResourceRecords"]]
+               for r in route53.list_resource_record_sets(HostedZoneId=zone["Id"])["ResourceRecordSets"]}
+    assert records[("frontend-1.stage.cso.internal.", "A")] == private_ips["frontend"]
+    assert records[("frontend.stage.cso.internal.", "A")] == private_ips["frontend"]
+    assert records[("jump.stage.cso.internal.", "A")] == [jump["PrivateIpAddress"]]
+    assert records[("db.stage.cso.internal.", "CNAME")] == [out["db_address"]]
+    settled()
+
+    # --- single -> ha: exactly the second hosts, NAT gateway, load balancer and Multi-AZ ---
+    tf_vars["topology"] = "ha"
+    plan_file = tmp_path / "ha.plan"
+    planned = run(["plan", "-input=false", "-no-color", f"-out={plan_file}"])
+    assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr
+    actions = plan_actions(run, plan_file)
+    changes = {a for a, act in actions.items() if act == ["update"]}
+    deletes = {a for a, act in actions.items() if act == ["delete"]}
+    creates = {a for a, act in actions.items() if act == ["create"]}
+    assert set(actions) == changes | deletes | creates, actions  # nothing is replaced
+    assert changes == {"module.data.aws_db_instance.this", "module.network.aws_route.private_nat_gateway[1]"}
+    # The jump host stops taking the Admin UI: the load balancer (with Cognito) does.
+    assert deletes == {'module.security.aws_security_group_rule.jump_admin_ui[0]',
+                       'module.security.aws_security_group_rule.ingress_from_group["jump-to-frontend-8102"]',
+                       'module.security.aws_security_group_rule.egress_to_group["jump-to-frontend-8102"]'}
+    assert {a for a in creates if "aws_instance" in a} == {
+        f'module.host["{r}-2"].aws_instance.this' for r in CSO_ROLES}
+    assert {a for a in creates if a.startswith("module.network.")} == {
+        "module.network.aws_nat_gateway.this[1]", "module.network.module.nat_eip[1].aws_eip.this",
+        *(f'module.network.module.nat_eip[1].aws_ec2_tag.this["{t}"]'
+          for t in ("Name", "Project", "Environment", "ManagedBy"))}
+    assert {a for a in creates if a.startswith("module.dns.")} == {
+        f'module.dns.aws_route53_record.a["{r}-2"]' for r in CSO_ROLES}
+    assert {a for a in creates if a.startswith("module.security.")} == {
+        'module.security.aws_security_group.this["alb"]',
+        "module.security.aws_security_group_rule.alb_admin_ui[0]",
+        "module.security.aws_security_group_rule.alb_cognito[0]",
+        'module.security.aws_security_group_rule.ingress_from_group["alb-to-frontend-8102"]',
+        'module.security.aws_security_group_rule.egress_to_group["alb-to-frontend-8102"]'}
+    assert {a.split(".", 2)[2] for a in creates if a.startswith("module.alb[0].")} == {
+        "aws_lb.this", "aws_lb_target_group.this", 'aws_lb_target_group_attachment.this["frontend-1"]',
+        'aws_lb_target_group_attachment.this["frontend-2"]', "aws_acm_certificate.this",
+        "aws_lb_listener.this", "aws_lb_listener_rule.this", "aws_cognito_user_pool.this",
+        "aws_cognito_user_pool_domain.this", "aws_cognito_user_pool_client.this"}
+    assert len(creates) == 29
+    done = run(["apply", "-input=false", "-no-color", str(plan_file)])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    out = {k: v["value"] for k, v in json.loads(run(["output", "-json"]).stdout).items()}
+
+    instances = cso_instances(ec2, vpc_id)
+    assert len(instances) == 9
+    for role in CSO_ROLES:
+        assert instances[f"cso-stage-{role}-2"]["SubnetId"] == subnets["10.42.192.0/18"]["SubnetId"]
+    nats = ec2.describe_nat_gateways(Filter=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                             {"Name": "state", "Values": ["available"]}])["NatGateways"]
+    assert sorted(n["SubnetId"] for n in nats) == sorted(
+        [subnets["10.42.0.0/18"]["SubnetId"], subnets["10.42.64.0/18"]["SubnetId"]])
+    (lb,) = [lb for lb in elbv2.describe_load_balancers()["LoadBalancers"] if lb["VpcId"] == vpc_id]
+    assert out["alb_dns_name"] == lb["DNSName"] and out["admin_ui_url"] == f"https://{lb['DNSName']}:8102/"
+    (listener,) = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+    assert (listener["Port"], listener["Protocol"]) == (8102, "HTTPS")
+    assert [a["Type"] for a in listener["DefaultActions"]] == ["forward"]
+    rules = elbv2.describe_rules(ListenerArn=listener["ListenerArn"])["Rules"]
+    (rule,) = [r for r in rules if not r["IsDefault"]]
+    rule["Actions"].sort(key=lambda a: a["Order"])
+    assert [a["Type"] for a in rule["Actions"]] == ["authenticate-cognito", "forward"]
+    cognito = rule["Actions"][0]["AuthenticateCognitoConfig"]
+    client = project.client("cognito-idp").describe_user_pool_client(
+        UserPoolId=out["cognito_user_pool_id"], ClientId=cognito["UserPoolClientId"])["UserPoolClient"]
+    assert client["CallbackURLs"] == [f"https://{lb['DNSName']}:8102/oauth2/idpresponse"]
+    assert client["AllowedOAuthFlows"] == ["code"] and client["ClientSecret"]
+    (group,) = elbv2.describe_target_groups(LoadBalancerArn=lb["LoadBalancerArn"])["TargetGroups"]
+    assert (group["Port"], group["Protocol"]) == (8102, "HTTPS")
+    targets = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])["TargetHealthDescriptions"]
+    assert {t["Target"]["Id"] for t in targets} == {
+        instances[f"cso-stage-frontend-{i}"]["InstanceId"] for i in (1, 2)}
+    assert cso_rules(ec2, vpc_id) == expected_cso_rules("ha")
+    (db,) = cso_databases(rds)
+    assert db["MultiAZ"] is True
+    assert [len(out[f"{r}_hosts"]) for r in CSO_ROLES] == [2, 2, 2, 2]
+    settled()
+
+    # --- destroy: everything of the root; the state bucket and lock table stay ---
+    done = run(["destroy", "-auto-approve", "-input=false", "-no-color"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Vpcs"] == []
+    assert cso_instances(ec2, vpc_id) == {}
+    assert cso_databases(rds) == []
+    snapshots = rds.describe_db_snapshots(DBInstanceIdentifier="cso-stage")["DBSnapshots"]
+    (final,) = [s["DBSnapshotIdentifier"] for s in snapshots if s["SnapshotType"] == "manual"]
+    assert re.fullmatch(r"cso-stage-final-\d{14}", final), final
+    assert [z for z in route53.list_hosted_zones()["HostedZones"] if z["Name"] == "stage.cso.internal."] == []
+    assert project.client("s3").head_bucket(Bucket=bucket)
+    assert project.client("dynamodb").describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+
+
+CSO_REQUIRED = {"deptype": "stage", "aws_region": "us-east-1", "public_key": "ssh-ed25519 AAAA",
+                "db_password": "0123456789abcdef", "rabbitmq_password": "0123456789abcdef"}
+
+
+@pytest.mark.parametrize("name", ["admin_cidr_blocks", "ui_cidr_blocks"])
+@pytest.mark.parametrize(("value", "accepted"), [
+    (None, False), ("[]", False), ('["0.0.0.0"]', False), ('["10.0.0.1/8"]', False),
+    ('["::/0"]', False), ('["example.com/32"]', False),
+    ('["127.0.0.0/8"]', True), ('["203.0.113.0/24", "0.0.0.0/0"]', True),
+])
+def test_cso_cidr_variables_have_no_default_and_are_validated(
+        name: str, value: str | None, accepted: bool, tmp_path: Path, provider_mirror: Path) -> None:
+    root = vars_only_root(tmp_path, "cso")
+    tf_vars = {**CSO_REQUIRED, "admin_cidr_blocks": '["127.0.0.0/8"]', "ui_cidr_blocks": '["127.0.0.0/8"]'}
+    tf_vars.pop(name)
+    if value is not None:
+        tf_vars[name] = value
+    done = engine(["plan", "-input=false", "-no-color"], root, tmp_path, provider_mirror, tf_vars)
+    text = " ".join((done.stdout + done.stderr).split())
+    if accepted:
+        assert done.returncode == 0, text
+    elif value is None:
+        assert done.returncode == 1 and "No value for required variable" in text, text
+        assert f'variable "{name}"' in text, text
+    else:
+        assert done.returncode == 1, text
+        assert f"TF_VAR_{name} (who may reach" in text, text
+        assert "must be a non-empty HCL list of IPv4 CIDRs in network form" in text, text
+
+
+@pytest.mark.parametrize(("name", "value", "accepted"), [
+    ("topology", "single", True), ("topology", "ha", True), ("topology", "multi", False),
+    ("vpc_cidr", "10.9.0.0/16", True), ("vpc_cidr", "10.9.0.1/16", False),
+    ("availability_zones", '["eu-west-2a", "eu-west-2c"]', True),
+    ("availability_zones", '["eu-west-2a"]', False),
+    ("db_password", "0123456789abcdef", True), ("db_password", "has/slash-123", False),
+    ("db_password", "short", False), ("ssh_user", "../root", False),
+    ("secret_recovery_window_in_days", "0", True), ("secret_recovery_window_in_days", "3", False),
+])
+def test_cso_validates_its_variables(name: str, value: str, accepted: bool, tmp_path: Path,
+                                     provider_mirror: Path) -> None:
+    root = vars_only_root(tmp_path, "cso")
+    tf_vars = {**CSO_REQUIRED, "admin_cidr_blocks": '["127.0.0.0/8"]', "ui_cidr_blocks": '["127.0.0.0/8"]',
+               name: value}
+    done = engine(["plan", "-input=false", "-no-color"], root, tmp_path, provider_mirror, tf_vars)
+    text = " ".join((done.stdout + done.stderr).split())
+    assert (done.returncode == 0) is accepted, text
+    if not accepted:
+        assert f"TF_VAR_{name} must be" in text, text

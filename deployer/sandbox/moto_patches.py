@@ -17,6 +17,16 @@ tests/test_moto_patches.py that fails if the fix is lost.
    `NetworkInterface.N.SecurityGroupId`; moto attaches those groups to the interface at most and
    reports none on the instance, so `vpc_security_group_ids` never settles. The patch carries
    them over as AWS does: the primary interface's groups are the instance's groups.
+4. Private hosted zones (moto 5.2.5, route53/responses.py `Route53.create_hosted_zone`): AWS makes
+   a zone private when CreateHostedZone names a VPC; moto only when the request also sets
+   `HostedZoneConfig.PrivateZone`, which the AWS provider 3.39 does not send. The zone comes out
+   public with its VPC dropped, and `aws_route53_zone`'s `vpc` block never settles. The patch
+   takes a VPC without an explicit PrivateZone as a private zone, as AWS does.
+5. RDS Performance Insights (moto 5.2.5, rds/models.py `DBInstance`): CreateDBInstance and
+   ModifyDBInstance accept EnablePerformanceInsights, PerformanceInsightsKMSKeyId and
+   PerformanceInsightsRetentionPeriod but moto drops them, so DescribeDBInstances never reports
+   them and `aws_db_instance.performance_insights_enabled` plans a change on every run. The
+   patch keeps the three and answers them, as AWS does.
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ def apply() -> None:
     _patch_bucket_policy_conditions()
     _patch_subnet_ipv6_state()
     _patch_instance_nic_security_groups()
+    _patch_private_zone_from_vpc()
+    _patch_db_performance_insights()
 
 
 def request_is_tls() -> bool | None:
@@ -126,3 +138,39 @@ def _patch_instance_nic_security_groups() -> None:
             ]
 
     Instance.prep_nics = prep_nics
+
+
+def _patch_private_zone_from_vpc() -> None:
+    from moto.route53.responses import Route53
+
+    original = Route53.create_hosted_zone
+
+    def create_hosted_zone(self: Any) -> Any:
+        if self._get_param("VPC.VPCId") and self._get_param("HostedZoneConfig.PrivateZone") is None:
+            get_bool_param = self._get_bool_param  # this request's handler only
+
+            def private_when_a_vpc_is_given(name: str, if_none: Any = None) -> Any:
+                return True if name == "HostedZoneConfig.PrivateZone" else get_bool_param(name, if_none)
+
+            self._get_bool_param = private_when_a_vpc_is_given
+        return original(self)
+
+    Route53.create_hosted_zone = create_hosted_zone
+
+
+def _patch_db_performance_insights() -> None:
+    from moto.rds.models import DBInstance
+
+    original = DBInstance.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        # ModifyDBInstance sets the same snake_case names (DBInstance.update's setattr).
+        self.enable_performance_insights = bool(kwargs.get("enable_performance_insights", False))
+        self.performance_insights_kms_key_id = kwargs.get("performance_insights_kms_key_id")
+        self.performance_insights_retention_period = kwargs.get("performance_insights_retention_period")
+
+    DBInstance.__init__ = __init__
+    # What DescribeDBInstances' PerformanceInsightsEnabled is serialized from.
+    DBInstance.performance_insights_enabled = property(
+        lambda self: bool(getattr(self, "enable_performance_insights", False)))

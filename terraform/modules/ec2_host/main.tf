@@ -1,5 +1,6 @@
-# One EC2 host on an Elastic IP. The AMI is looked up by name and owner; a newer AMI release
-# does not replace a running host (ignore_changes = [ami]): replacing it is a deliberate act.
+# One EC2 host, optionally on an Elastic IP. The AMI is looked up by name and owner; a newer AMI
+# release does not replace a running host (ignore_changes = [ami]): replacing it is a deliberate
+# act. The key pair is the host's own unless create_key_pair is false (hosts sharing one).
 
 data "aws_ami" "this" {
   most_recent = true
@@ -17,9 +18,17 @@ data "aws_ami" "this" {
 }
 
 resource "aws_key_pair" "this" {
+  count = var.create_key_pair ? 1 : 0
+
   key_name   = var.name
   public_key = var.public_key
   tags       = var.tags
+}
+
+# The key pair had no count before create_key_pair: existing states keep it.
+moved {
+  from = aws_key_pair.this
+  to   = aws_key_pair.this[0]
 }
 
 # Security groups go in `vpc_security_group_ids` with `subnet_id` (not a network_interface
@@ -31,7 +40,7 @@ resource "aws_instance" "this" {
   subnet_id              = var.subnet_id
   vpc_security_group_ids = var.security_group_ids
   iam_instance_profile   = var.instance_profile_name
-  key_name               = aws_key_pair.this.key_name
+  key_name               = var.create_key_pair ? one(aws_key_pair.this[*].key_name) : var.key_name
   user_data              = var.user_data
 
   root_block_device {

@@ -48,9 +48,22 @@ variable "ami_owners" {
   default     = ["amazon"]
 }
 
+variable "create_key_pair" {
+  description = "Create the host's own key pair (named after it) from public_key; false launches with key_name."
+  type        = bool
+  default     = true
+}
+
 variable "public_key" {
-  description = "SSH public key installed as the instance's key pair."
+  description = "SSH public key installed as the instance's key pair (with create_key_pair)."
   type        = string
+  default     = null
+}
+
+variable "key_name" {
+  description = "An existing key pair to launch with when create_key_pair is false."
+  type        = string
+  default     = null
 }
 
 variable "additional_public_key" {

@@ -1,4 +1,4 @@
-# The role the EC2 hosts run as, and its instance profile.
+# The role the EC2 hosts run as, its instance profile, and optionally an inline policy of its own.
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -22,6 +22,14 @@ resource "aws_iam_role_policy_attachment" "this" {
 
   role       = aws_iam_role.this.name
   policy_arn = each.value
+}
+
+resource "aws_iam_role_policy" "this" {
+  count = var.create_inline_policy ? 1 : 0
+
+  name   = var.name
+  role   = aws_iam_role.this.id
+  policy = var.inline_policy
 }
 
 resource "aws_iam_instance_profile" "this" {

@@ -9,6 +9,18 @@ variable "managed_policy_arns" {
   default     = []
 }
 
+variable "create_inline_policy" {
+  description = "Give the role inline_policy as an inline policy of its own."
+  type        = bool
+  default     = false
+}
+
+variable "inline_policy" {
+  description = "The inline policy's JSON document (with create_inline_policy)."
+  type        = string
+  default     = null
+}
+
 variable "permissions_boundary" {
   description = "ARN of the managed policy set as the role's permissions boundary; null for none."
   type        = string

@@ -1,0 +1,123 @@
+# VPC flow logs (enable_flow_logs), as modules/network has them: every accepted and rejected flow
+# goes to a CloudWatch log group encrypted with a KMS key of its own (rotated yearly) and kept
+# flow_logs_retention_in_days; the flow-logs service delivers them through a role that can write
+# to that one group and nothing else.
+
+locals {
+  flow_logs          = var.enable_flow_logs ? 1 : 0
+  flow_log_group     = "${var.name}-vpc-flow-logs"
+  partition          = data.aws_partition.current.partition
+  account_id         = data.aws_caller_identity.current.account_id
+  flow_log_group_arn = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:${local.flow_log_group}"
+}
+
+data "aws_partition" "current" {}
+
+data "aws_caller_identity" "current" {}
+
+# The account administers the key through IAM (the first statement is the key-policy default);
+# CloudWatch Logs may use it only for this log group (the encryption context names the group).
+resource "aws_kms_key" "flow_logs" {
+  count = local.flow_logs
+
+  description             = "VPC flow logs of ${var.name}"
+  enable_key_rotation     = true
+  deletion_window_in_days = 30
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministersTheKeyThroughIAM"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsForThisLogGroupOnly"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${var.region}.amazonaws.com" }
+        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+        Resource  = "*"
+        Condition = {
+          ArnEquals = { "kms:EncryptionContext:aws:logs:arn" = local.flow_log_group_arn }
+        }
+      },
+    ]
+  })
+  tags = merge(var.tags, { Name = "${var.name}-vpc-flow-logs" })
+}
+
+resource "aws_kms_alias" "flow_logs" {
+  count = local.flow_logs
+
+  name          = "alias/${var.name}-vpc-flow-logs"
+  target_key_id = aws_kms_key.flow_logs[0].key_id
+}
+
+resource "aws_cloudwatch_log_group" "flow_logs" {
+  count = local.flow_logs
+
+  name              = local.flow_log_group
+  retention_in_days = var.flow_logs_retention_in_days
+  kms_key_id        = aws_kms_key.flow_logs[0].arn
+  tags              = merge(var.tags, { Name = local.flow_log_group })
+}
+
+resource "aws_iam_role" "flow_logs" {
+  count = local.flow_logs
+
+  name                 = "${var.name}-flow-logs"
+  permissions_boundary = var.permissions_boundary
+  # Only the flow-logs service, and only for flow logs of this account (confused-deputy guard).
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "vpc-flow-logs.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = local.account_id }
+        ArnLike      = { "aws:SourceArn" = "arn:${local.partition}:ec2:${var.region}:${local.account_id}:vpc-flow-log/*" }
+      }
+    }]
+  })
+  tags = var.tags
+}
+
+# What the flow-logs documentation lists, narrowed to this log group (DescribeLogGroups has no
+# narrower resource than the account's groups).
+resource "aws_iam_role_policy" "flow_logs" {
+  count = local.flow_logs
+
+  name = "${var.name}-flow-logs"
+  role = aws_iam_role.flow_logs[0].id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "WriteThisLogGroup"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+        Resource = [local.flow_log_group_arn, "${local.flow_log_group_arn}:*"]
+      },
+      {
+        Sid      = "FindTheLogGroup"
+        Effect   = "Allow"
+        Action   = "logs:DescribeLogGroups"
+        Resource = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:*"
+      },
+    ]
+  })
+}
+
+resource "aws_flow_log" "this" {
+  count = local.flow_logs
+
+  vpc_id               = aws_vpc.this.id
+  traffic_type         = "ALL"
+  log_destination_type = "cloud-watch-logs"
+  log_destination      = aws_cloudwatch_log_group.flow_logs[0].arn
+  iam_role_arn         = aws_iam_role.flow_logs[0].arn
+  tags                 = merge(var.tags, { Name = var.name })
+}
