@@ -10,24 +10,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 release=${DEPLOY_RELEASE:-$(basename "$PWD")}
-config=backend/backend.env
 
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "backend/install.sh: python3 is missing: install Debian's python3 package" >&2
-  exit 1
-fi
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "backend/install.sh: $(python3 -V 2>&1) is too old: the stand-in needs 3.10 or later" >&2
-  exit 1
-fi
-echo "install packages: unchanged (stand-in for the backend's packages: nothing to install;" \
-  "$(python3 -V 2>&1) at $(command -v python3))"
-
-if [ ! -f "$config" ]; then
-  echo "backend/install.sh: $config is missing: deployer renders it from $config.j2" >&2
-  exit 1
-fi
-settings=$(python3 backend/server.py --config "$config" --check)
-echo "check the configuration: unchanged ($settings)"
+sh lib/check-role.sh backend "the backend's packages"
 echo "configure SSL certificates: unchanged (not emulated: the stand-in speaks plain HTTP)"
 echo "release $release installed; cso-backend starts from current after the switch"

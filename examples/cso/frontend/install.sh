@@ -10,24 +10,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 release=${DEPLOY_RELEASE:-$(basename "$PWD")}
-config=frontend/frontend.env
 
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "frontend/install.sh: python3 is missing: install Debian's python3 package" >&2
-  exit 1
-fi
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "frontend/install.sh: $(python3 -V 2>&1) is too old: the stand-in needs 3.10 or later" >&2
-  exit 1
-fi
-echo "install packages: unchanged (stand-in for the frontend's packages: nothing to install;" \
-  "$(python3 -V 2>&1) at $(command -v python3))"
-
-if [ ! -f "$config" ]; then
-  echo "frontend/install.sh: $config is missing: deployer renders it from $config.j2" >&2
-  exit 1
-fi
-settings=$(python3 frontend/server.py --config "$config" --check)
-echo "check the configuration: unchanged ($settings)"
-echo "configure SSL certificates: unchanged (not emulated: the stand-in speaks plain HTTP)"
+sh lib/check-role.sh frontend "the frontend's packages"
+echo "configure SSL certificates: unchanged (the certificate deployer generated, in frontend/tls.crt)"
 echo "release $release installed; cso-frontend starts from current after the switch"

@@ -10,26 +10,10 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 release=${DEPLOY_RELEASE:-$(basename "$PWD")}
-config=keystone/keystone.env
 marker=$HOME/.keystone-done
 
-if ! command -v python3 >/dev/null 2>&1; then
-  echo "keystone/install.sh: python3 is missing: install Debian's python3 package" >&2
-  exit 1
-fi
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "keystone/install.sh: $(python3 -V 2>&1) is too old: the stand-in needs 3.10 or later" >&2
-  exit 1
-fi
-echo "install packages: unchanged (stand-in for Keystone's packages and Apache WSGI: nothing" \
-  "to install; $(python3 -V 2>&1) at $(command -v python3))"
-
-if [ ! -f "$config" ]; then
-  echo "keystone/install.sh: $config is missing: deployer renders it from $config.j2" >&2
-  exit 1
-fi
-settings=$(python3 keystone/server.py --config "$config" --check)
-echo "configure the database connection: unchanged ($settings; RDS is not reachable from" \
+sh lib/check-role.sh keystone "Keystone's packages and Apache WSGI"
+echo "configure the database connection: unchanged (RDS is not reachable from" \
   "the sandbox: the connection is not tried here, cso-keystone logs its attempt)"
 
 # The name goes into the marker as it is: allow only what release names are made of.
