@@ -103,6 +103,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, provider_mirror: Path) -> 
         "DEPLOYER_ENGINE": os.environ.get("DEPLOYER_TEST_ENGINE", "embedded"),
         "DEPLOYER_SANDBOX_EDGE_ADDRESSES": " ".join(f"127.{_OCTET}.30.{i}" for i in (1, 2, 3)),
         "DEPLOYER_SANDBOX_CHOM_ADDRESSES": f"127.{_OCTET}.31.1 127.{_OCTET}.31.2",
+        "DEPLOYER_SANDBOX_BALANCER_ADDRESSES": f"127.{_OCTET}.32.0/24",
         "DEPLOYER_SANDBOX_DASHBOARD_PORT": str(free_port()),
     }
     box = Sandbox(path, environ)
@@ -495,6 +496,97 @@ def test_10_guard_rails(sandbox: Sandbox) -> None:
     assert ddb.describe_table(TableName="sandbox-chronos-terraform-state-locks")["Table"]
 
 
+def cso_run(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    done = box.deploy(*args, timeout=1200)
+    print(f"{' '.join(args)}: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def cso_hosts(run: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
+    """role -> the `ssh -J jump host` commands the run printed."""
+    found: dict[str, list[str]] = {}
+    for role, command in re.findall(r"^  output   role_ssh_commands\.(\w+) = (.+)$", run.stdout, re.M):
+        found.setdefault(role, []).append(command)
+    return found
+
+
+def test_14_cso_single_then_ha(sandbox: Sandbox) -> None:
+    single = cso_run(sandbox, "sandbox", "demo-cso")
+    out = single.stdout
+    assert "aws_instance: 5 create" in out and "aws_nat_gateway: 1 create" in out and "aws_lb:" not in out
+    jump = re.search(r"^  output   jump_ssh = (\S+)$", out, re.M).group(1)
+    assert re.search(r"^  url      Admin UI: https://\S+:8102/$", out, re.M), out
+    assert "url Admin UI  ok" in out and "(TLS: the generated certificate)" in out
+    roles = cso_hosts(single)
+    assert sorted(roles) == ["backend", "frontend", "keystone", "rabbitmq"]
+    assert all(len(commands) == 1 for commands in roles.values())
+    # The phases ran in order: jump, then rabbitmq and keystone, then frontend and backend.
+    order = [line.split(":")[0] for line in single.stderr.splitlines() if line.startswith("phase ") and
+             line.endswith("done")]
+    assert order == ["phase setup", "phase messaging and identity", "phase frontend and backend"]
+    # A role host answers only through the jump server.
+    private = roles["backend"][0].split()[-1]
+    direct = ssh(sandbox, private, "true", check=False)
+    assert direct.returncode != 0 and "no route to host" in direct.stderr.lower(), direct.stderr
+    assert ssh(sandbox, private, "systemctl is-active cso-backend", jump=jump).stdout.strip() == "active"
+    again = cso_run(sandbox, "cso", "demo", "apply", "-y")
+    assert "no infrastructure change; apply skipped" in again.stdout
+    assert again.stdout.rstrip().endswith("OK: no changes"), again.stdout
+    status = cso_run(sandbox, "status", "cso", "demo", "--role", "keystone")
+    assert "markers = ('.keystone-done: " in status.stdout, status.stdout
+
+    ha = cso_run(sandbox, "sandbox", "demo-cso", "--topology", "ha")
+    out = ha.stdout
+    plan = re.search(r"^  plan     (.+)$", out, re.M).group(1)
+    # Only the jump server's single-topology Admin UI rules go: in ha the UI is the ALB's.
+    assert plan.startswith("29 to add, 2 to change, 3 to destroy;"), plan
+    assert "aws_instance: 4 create" in plan and "aws_nat_gateway: 1 create" in plan
+    assert "aws_lb: 1 create" in plan and "aws_lb_listener: 1 create" in plan
+    roles = cso_hosts(ha)
+    assert all(len(commands) == 2 for commands in roles.values()), roles
+    assert re.search(r"^  url      Admin UI: https://\S+\.elb\.amazonaws\.com:8102/$", out, re.M), out
+    assert "url Admin UI  ok" in out
+    # The hosts that were there get only new settings (the peers they now know of).
+    assert len(re.findall(r"^  host     \S+\s+changed   provisioned: 1 of 1 item\(s\) changed; new commit",
+                          out, re.M)) == 4, out
+
+
+def test_15_resume_after_a_failure_in_the_last_phase(sandbox: Sandbox) -> None:
+    run = cso_run(sandbox, "cso", "demo", "apply", "-y")
+    jump = re.search(r"^  output   jump_ssh = (\S+)$", run.stdout, re.M).group(1)
+    backend = cso_hosts(run)["backend"][0].split()[-1]  # ec2-user@10.1.x.y
+
+    def touch_readme(work: Path) -> None:
+        (work / "README.md").write_text((work / "README.md").read_text() + "\nA new release.\n")
+
+    push_to(sandbox, "cso", touch_readme, "a new release for every role")
+    # One host of the last phase breaks: something else holds the backend's port (provisioning
+    # cannot repair that), so its new release fails its health check.
+    ssh(sandbox, backend, "sudo -n systemctl stop cso-backend && sudo -n systemd-run --quiet"
+        " --unit=port-squatter python3 -m http.server 8080", jump=jump)
+    failed = sandbox.deploy("cso", "demo", "apply", "-y", timeout=1200)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert f"FAILED on 1 host(s): {backend}" in failed.stdout
+    assert "health check 'backend' failed" in failed.stdout, failed.stdout
+    ssh(sandbox, backend, "sudo -n systemctl stop port-squatter", jump=jump)
+    resumed = cso_run(sandbox, "cso", "demo", "apply", "-y")
+    changed = re.findall(r"^  host     (\S+)\s+changed", resumed.stdout, re.M)
+    assert changed == [backend], resumed.stdout  # every earlier phase: unchanged
+
+
+def test_15_destroy_of_ha_leaves_the_state_alone(sandbox: Sandbox) -> None:
+    destroyed = cso_run(sandbox, "cso", "demo", "destroy", "-y")
+    assert "to destroy" in destroyed.stdout
+    s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
+    s3.head_bucket(Bucket="sandbox-chronos-terraform-state-storage")
+    assert ddb.describe_table(TableName="sandbox-chronos-terraform-state-locks")["Table"]
+    assert not [i for r in sandbox.client("ec2").describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["running"]},
+                 {"Name": "tag:Name", "Values": ["cso-*"]}])["Reservations"] for i in r["Instances"]]
+
+
 CHOM_SECRETS = ("app_key", "db_password", "redis_password", "backup_encryption_key", "jwt_secret")
 CHOM = tuple(f"127.{_OCTET}.31.{i}" for i in (1, 2))  # observability, app (the fixture's env)
 
@@ -513,16 +605,17 @@ def chom_sql(box: Sandbox, query: str) -> str:
     return ssh(box, f"stilgar@{CHOM[1]}", f"python3 -c {shlex.quote(code)} {shlex.quote(query)}").stdout
 
 
-def push_to_chom(box: Sandbox, edit, message: str) -> None:
+def push_to(box: Sandbox, branch: str, edit, message: str) -> None:
+    """A commit on `branch` of the sandbox's origin (chom, cso: each example is a branch)."""
     origin = box.path / ".deployer" / "sandbox" / "app.git"
-    work = box.path / ".deployer" / "work-chom"
+    work = box.path / ".deployer" / f"work-{branch}"
     subprocess.run(["rm", "-rf", str(work)], check=True)
-    subprocess.run(["git", "clone", "-q", "--branch", "chom", str(origin), str(work)], check=True)
+    subprocess.run(["git", "clone", "-q", "--branch", branch, str(origin), str(work)], check=True)
     edit(work)
     who = ["-c", "user.name=dev", "-c", "user.email=dev@example.com"]
     subprocess.run(["git", "-C", str(work), "add", "--all"], check=True)
     subprocess.run(["git", *who, "-C", str(work), "commit", "-qm", message], check=True)
-    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", "HEAD:chom"], check=True)
+    subprocess.run(["git", "-C", str(work), "push", "-q", "origin", f"HEAD:{branch}"], check=True)
 
 
 def test_16_chom_from_bare_servers(sandbox: Sandbox) -> None:
@@ -599,7 +692,7 @@ def test_17_bad_migration_and_a_failed_switch_roll_back(sandbox: Sandbox) -> Non
         (work / "migrations" / "003_bad.sql").write_text(
             "CREATE TABLE invoices (id INTEGER PRIMARY KEY);\nALTER TABLE no_such_table ADD COLUMN x;\n")
 
-    push_to_chom(sandbox, bad_migration, "a migration that fails halfway")
+    push_to(sandbox, "chom", bad_migration, "a migration that fails halfway")
     started = time.monotonic()
     run = sandbox.deploy("chom", "demo", "apply", "-y")
     print(f"chom rollback after a bad migration: {time.monotonic() - started:.1f} s")
@@ -615,14 +708,14 @@ def test_17_bad_migration_and_a_failed_switch_roll_back(sandbox: Sandbox) -> Non
         app = work / "app.py"
         app.write_text(BROKEN + app.read_text())
 
-    push_to_chom(sandbox, fix_migration_break_health, "a release that cannot start")
+    push_to(sandbox, "chom", fix_migration_break_health, "a release that cannot start")
     run = sandbox.deploy("chom", "demo", "apply", "-y")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "health check 'app through nginx' failed" in run.stdout
     assert chom_release(sandbox) == serving
     assert len(notify.read_text().splitlines()) == 2
 
-    push_to_chom(sandbox, lambda work: (work / "app.py").write_text(
+    push_to(sandbox, "chom", lambda work: (work / "app.py").write_text(
         (work / "app.py").read_text().removeprefix(BROKEN)), "fix the release")
     fixed = sandbox.deploy("chom", "demo", "apply", "-y")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr

@@ -3,7 +3,8 @@
 # .192), NAT gateways on their own Elastic IPs (one per AZ, or a single one every private subnet
 # uses), a route table per tier (public: one; private: one per AZ, to that AZ's NAT or the single
 # one), the VPC's default security group adopted with no rules, and optional flow logs
-# (flow_logs.tf). Nothing here is reachable yet: the security groups are modules/cso_security's.
+# (modules/flow_logs). Nothing here is reachable yet: the security groups are
+# modules/cso_security's.
 
 locals {
   azs = slice(var.availability_zones, 0, 2)
@@ -111,4 +112,18 @@ resource "aws_route_table_association" "private" {
 resource "aws_default_security_group" "this" {
   vpc_id = aws_vpc.this.id
   tags   = merge(var.tags, { Name = "${var.name}-default-deny-all" })
+}
+
+# VPC flow logs (enable_flow_logs, off by default: they cost per GB), as modules/flow_logs has them.
+module "flow_logs" {
+  source = "../flow_logs"
+
+  name                        = var.name
+  vpc_id                      = aws_vpc.this.id
+  enable_flow_logs            = var.enable_flow_logs
+  flow_logs_retention_in_days = var.flow_logs_retention_in_days
+  region                      = var.region
+  permissions_boundary        = var.permissions_boundary
+
+  tags = var.tags
 }

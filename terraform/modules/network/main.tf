@@ -1,6 +1,6 @@
 # One public subnet with IPv4 and IPv6 routes to the internet, a network ACL, a security group
 # (SSH and the app ports from the given CIDRs only), the default group emptied, and optional VPC
-# flow logs (flow_logs.tf).
+# flow logs (modules/flow_logs).
 # Rules are standalone resources everywhere (never mixed with inline rules).
 
 resource "aws_vpc" "this" {
@@ -142,4 +142,52 @@ resource "aws_security_group_rule" "egress" {
   from_port         = 0
   to_port           = 0
   cidr_blocks       = ["0.0.0.0/0"]
+}
+
+# VPC flow logs (enable_flow_logs, off by default: they cost per GB), as modules/flow_logs has them.
+module "flow_logs" {
+  source = "../flow_logs"
+
+  name                        = var.name
+  vpc_id                      = aws_vpc.this.id
+  enable_flow_logs            = var.enable_flow_logs
+  flow_logs_retention_in_days = var.flow_logs_retention_in_days
+  region                      = var.region
+  permissions_boundary        = var.permissions_boundary
+
+  tags = var.tags
+}
+
+# Until this module called modules/flow_logs, the flow-log resources were its own (flow_logs.tf):
+# these keep a state made then from destroying and recreating them (the key, and the log group
+# with every flow logged so far). Keep them: `deploy` skips an apply whose plan only moves, so such
+# a state keeps the old addresses until its next real change is applied.
+moved {
+  from = aws_kms_key.flow_logs
+  to   = module.flow_logs.aws_kms_key.this
+}
+
+moved {
+  from = aws_kms_alias.flow_logs
+  to   = module.flow_logs.aws_kms_alias.this
+}
+
+moved {
+  from = aws_cloudwatch_log_group.flow_logs
+  to   = module.flow_logs.aws_cloudwatch_log_group.this
+}
+
+moved {
+  from = aws_iam_role.flow_logs
+  to   = module.flow_logs.aws_iam_role.this
+}
+
+moved {
+  from = aws_iam_role_policy.flow_logs
+  to   = module.flow_logs.aws_iam_role_policy.this
+}
+
+moved {
+  from = aws_flow_log.this
+  to   = module.flow_logs.aws_flow_log.this
 }

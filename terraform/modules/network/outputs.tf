@@ -35,10 +35,10 @@ output "default_security_group_id" {
 
 output "flow_log_id" {
   description = "The VPC flow log (null unless enable_flow_logs)."
-  value       = try(aws_flow_log.this[0].id, null)
+  value       = module.flow_logs.flow_log_id
 }
 
 output "flow_log_group_name" {
   description = "The CloudWatch log group of the VPC flow logs (null unless enable_flow_logs)."
-  value       = try(aws_cloudwatch_log_group.flow_logs[0].name, null)
+  value       = module.flow_logs.log_group_name
 }

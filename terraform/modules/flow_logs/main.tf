@@ -1,14 +1,13 @@
-# VPC flow logs (enable_flow_logs), as modules/network has them: every accepted and rejected flow
-# goes to a CloudWatch log group encrypted with a KMS key of its own (rotated yearly) and kept
-# flow_logs_retention_in_days; the flow-logs service delivers them through a role that can write
-# to that one group and nothing else.
+# VPC flow logs (enable_flow_logs): every accepted and rejected flow of the VPC goes to a
+# CloudWatch log group, encrypted with a KMS key of its own (rotated yearly) and kept
+# flow_logs_retention_in_days. The flow-logs service delivers them through a role that can write
+# to that one group and nothing else. modules/network and modules/cso_network call it.
 
 locals {
-  flow_logs          = var.enable_flow_logs ? 1 : 0
-  flow_log_group     = "${var.name}-vpc-flow-logs"
-  partition          = data.aws_partition.current.partition
-  account_id         = data.aws_caller_identity.current.account_id
-  flow_log_group_arn = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:${local.flow_log_group}"
+  log_group_name = "${var.name}-vpc-flow-logs"
+  partition      = data.aws_partition.current.partition
+  account_id     = data.aws_caller_identity.current.account_id
+  log_group_arn  = "arn:${local.partition}:logs:${var.region}:${local.account_id}:log-group:${local.log_group_name}"
 }
 
 data "aws_partition" "current" {}
@@ -17,8 +16,8 @@ data "aws_caller_identity" "current" {}
 
 # The account administers the key through IAM (the first statement is the key-policy default);
 # CloudWatch Logs may use it only for this log group (the encryption context names the group).
-resource "aws_kms_key" "flow_logs" {
-  count = local.flow_logs
+resource "aws_kms_key" "this" {
+  count = var.enable_flow_logs ? 1 : 0
 
   description             = "VPC flow logs of ${var.name}"
   enable_key_rotation     = true
@@ -40,32 +39,32 @@ resource "aws_kms_key" "flow_logs" {
         Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
         Resource  = "*"
         Condition = {
-          ArnEquals = { "kms:EncryptionContext:aws:logs:arn" = local.flow_log_group_arn }
+          ArnEquals = { "kms:EncryptionContext:aws:logs:arn" = local.log_group_arn }
         }
       },
     ]
   })
-  tags = merge(var.tags, { Name = "${var.name}-vpc-flow-logs" })
+  tags = merge(var.tags, { Name = local.log_group_name })
 }
 
-resource "aws_kms_alias" "flow_logs" {
-  count = local.flow_logs
+resource "aws_kms_alias" "this" {
+  count = var.enable_flow_logs ? 1 : 0
 
-  name          = "alias/${var.name}-vpc-flow-logs"
-  target_key_id = aws_kms_key.flow_logs[0].key_id
+  name          = "alias/${local.log_group_name}"
+  target_key_id = aws_kms_key.this[0].key_id
 }
 
-resource "aws_cloudwatch_log_group" "flow_logs" {
-  count = local.flow_logs
+resource "aws_cloudwatch_log_group" "this" {
+  count = var.enable_flow_logs ? 1 : 0
 
-  name              = local.flow_log_group
+  name              = local.log_group_name
   retention_in_days = var.flow_logs_retention_in_days
-  kms_key_id        = aws_kms_key.flow_logs[0].arn
-  tags              = merge(var.tags, { Name = local.flow_log_group })
+  kms_key_id        = aws_kms_key.this[0].arn
+  tags              = merge(var.tags, { Name = local.log_group_name })
 }
 
-resource "aws_iam_role" "flow_logs" {
-  count = local.flow_logs
+resource "aws_iam_role" "this" {
+  count = var.enable_flow_logs ? 1 : 0
 
   name                 = "${var.name}-flow-logs"
   permissions_boundary = var.permissions_boundary
@@ -87,11 +86,11 @@ resource "aws_iam_role" "flow_logs" {
 
 # What the flow-logs documentation lists, narrowed to this log group (DescribeLogGroups has no
 # narrower resource than the account's groups).
-resource "aws_iam_role_policy" "flow_logs" {
-  count = local.flow_logs
+resource "aws_iam_role_policy" "this" {
+  count = var.enable_flow_logs ? 1 : 0
 
   name = "${var.name}-flow-logs"
-  role = aws_iam_role.flow_logs[0].id
+  role = aws_iam_role.this[0].id
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
@@ -99,7 +98,7 @@ resource "aws_iam_role_policy" "flow_logs" {
         Sid      = "WriteThisLogGroup"
         Effect   = "Allow"
         Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
-        Resource = [local.flow_log_group_arn, "${local.flow_log_group_arn}:*"]
+        Resource = [local.log_group_arn, "${local.log_group_arn}:*"]
       },
       {
         Sid      = "FindTheLogGroup"
@@ -112,12 +111,12 @@ resource "aws_iam_role_policy" "flow_logs" {
 }
 
 resource "aws_flow_log" "this" {
-  count = local.flow_logs
+  count = var.enable_flow_logs ? 1 : 0
 
-  vpc_id               = aws_vpc.this.id
+  vpc_id               = var.vpc_id
   traffic_type         = "ALL"
   log_destination_type = "cloud-watch-logs"
-  log_destination      = aws_cloudwatch_log_group.flow_logs[0].arn
-  iam_role_arn         = aws_iam_role.flow_logs[0].arn
+  log_destination      = aws_cloudwatch_log_group.this[0].arn
+  iam_role_arn         = aws_iam_role.this[0].arn
   tags                 = merge(var.tags, { Name = var.name })
 }
