@@ -26,7 +26,7 @@ setup: system-packages $(BIN)/deploy ## Create .venv with deployer, the embedded
 
 # What the tests and the sandbox need from Debian: command -> package.
 SYSTEM_NEEDS = /usr/sbin/sshd:openssh-server ssh-keygen:openssh-client git:git shellcheck:shellcheck \
-	systemd-nspawn:systemd-container debootstrap:debootstrap ip:iproute2 dash:dash
+	systemd-nspawn:systemd-container mmdebstrap:mmdebstrap ip:iproute2 dash:dash
 
 system-packages: ## Install from Debian what the tests and the sandbox need, when missing (root only)
 	@missing=""; for need in $(SYSTEM_NEEDS); do \

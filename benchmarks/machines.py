@@ -1,4 +1,4 @@
-"""Sandbox machines benchmark: boot N real machines (debootstrap image + systemd-nspawn), time
+"""Sandbox machines benchmark: boot N real machines (mmdebstrap image + systemd-nspawn), time
 them to ssh-ready, measure their memory when idle, and time the teardown.
 
     python benchmarks/machines.py [--count 10] [--settle 5]

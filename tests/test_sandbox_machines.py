@@ -1,8 +1,8 @@
 """Sandbox machines are real machines: their own users and files, systemd as PID 1 (units survive
 a reboot), user_data run once, private addresses reachable only through a jump machine, and
-stop_all leaves nothing of the sandbox behind. Real debootstrap image, systemd-nspawn, OpenSSH.
+stop_all leaves nothing of the sandbox behind. Real mmdebstrap image, systemd-nspawn, OpenSSH.
 
-Needs root, systemd-nspawn and debootstrap (apt-get install systemd-container debootstrap); the
+Needs root, systemd-nspawn and mmdebstrap (apt-get install systemd-container mmdebstrap); the
 base image is built once (about 90 seconds) and cached in /var/cache/deployer/images.
 """
 
@@ -26,7 +26,7 @@ from deployer.sandbox import machines as m
 import conftest
 from conftest import wait_for
 
-# Never skipped: without root, systemd-nspawn or debootstrap these fail, saying which (`make
+# Never skipped: without root, systemd-nspawn or mmdebstrap these fail, saying which (`make
 # test` installs the packages; CI runs as root).
 pytestmark = pytest.mark.slow
 

@@ -211,7 +211,7 @@ def check_prerequisites() -> None:
     needs = {"ssh-keygen": "openssh-client", "git": "git", "systemd-nspawn": "systemd-container",
              "ip": "iproute2", "mount": "mount"}
     if not any(machines.IMAGE_CACHE.glob(f"{machines.image_name()}/{machines.IMAGE_MARKER}")):
-        needs["debootstrap"] = "debootstrap"  # only to build the base image, once
+        needs["mmdebstrap"] = "mmdebstrap"  # only to build the base image, once
     for tool, package in needs.items():
         if not shutil.which(tool):
             problems.append(f"{tool} is missing: apt-get install {package}")

@@ -1,4 +1,4 @@
-"""Sandbox machines: small real Debian machines (debootstrap + systemd-nspawn, systemd as PID 1).
+"""Sandbox machines: small real Debian machines (mmdebstrap + systemd-nspawn, systemd as PID 1).
 
     image = ensure_base_image()                       # built once, cached outside git
     machines = Machines(Path(".deployer/sandbox"), image=image.path, cidr="10.77.0.0/16")
@@ -74,8 +74,9 @@ PACKAGES = ("openssh-server", "systemd", "systemd-sysv", "dbus", "iproute2", "py
 # lacks): a machine has no network, yet `apt-get install nginx` works on it as on a real server.
 REPO_PACKAGES = ("nginx",)
 REPO_DIR = "/var/lib/deployer/debs"  # inside the image
+UNSAFE_IO = "force-unsafe-io"  # the build only: mmdebstrap keeps it in the image, the image drops it
 # Bump when the image's post-processing changes: the image's directory name changes with it.
-IMAGE_RECIPE = 2
+IMAGE_RECIPE = 3
 IMAGE_MARKER = ".deployer-image"  # written last, before the rename: the image is complete
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
@@ -157,14 +158,18 @@ def image_name(suite: str = SUITE, mirror: str = MIRROR, packages: Sequence[str]
     return f"{suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-def debootstrap_argv(target: Path, suite: str = SUITE, mirror: str = MIRROR,
-                     packages: Sequence[str] = PACKAGES) -> list[str]:
+def bootstrap_argv(target: Path, suite: str = SUITE, mirror: str = MIRROR,
+                   packages: Sequence[str] = PACKAGES) -> list[str]:
+    """mmdebstrap, not debootstrap: the same minbase tree in 45 s instead of 100 s here (apt
+    resolves the dependencies, dpkg skips its fsyncs: the image is synced once, at the end).
+
+    >>> bootstrap_argv(Path("/tmp/x"), packages=("sudo", "git"))[:4]
+    ['mmdebstrap', '--variant=minbase', '--include=sudo,git', '--dpkgopt=force-unsafe-io']
+    >>> bootstrap_argv(Path("/tmp/x"))[4:]
+    ['bookworm', '/tmp/x', 'http://deb.debian.org/debian']
     """
-    >>> debootstrap_argv(Path("/tmp/x"), packages=("sudo", "git"))
-    ['debootstrap', '--variant=minbase', '--include=sudo,git', 'bookworm', '/tmp/x', 'http://deb.debian.org/debian']
-    """
-    return ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite,
-            str(target), mirror]
+    return ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
+            f"--dpkgopt={UNSAFE_IO}", suite, str(target), mirror]
 
 
 def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: str = MIRROR,
@@ -172,7 +177,7 @@ def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: 
                       repo_packages: Sequence[str] = REPO_PACKAGES,
                       environ: Mapping[str, str] | None = None,
                       on_line: Callable[[str], None] | None = None) -> BaseImage:
-    """The base image, built once per machine: debootstrap into a temporary directory, strip what
+    """The base image, built once per machine: mmdebstrap into a temporary directory, strip what
     must differ per machine (SSH host keys, machine-id), add the local package repository of
     `repo_packages` (see add_local_repository), then rename it into place, so a half-built
     image is never used. `changed` when it was built now, `unchanged` when cached."""
@@ -189,14 +194,16 @@ def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: 
         started = time.monotonic()
         env = dict(environ if environ is not None else os.environ)
         try:
-            process.run(debootstrap_argv(tmp, suite, mirror, packages), env=env, masker=Masker(),
+            process.run(bootstrap_argv(tmp, suite, mirror, packages), env=env, masker=Masker(),
                         on_line=on_line)
+            (tmp / "etc" / "dpkg" / "dpkg.cfg.d" / "99mmdebstrap").unlink(missing_ok=True)
             for key in (tmp / "etc" / "ssh").glob("ssh_host_*"):
                 key.unlink()
             (tmp / "etc" / "machine-id").write_text("")
             for deb in (tmp / "var" / "cache" / "apt" / "archives").glob("*.deb"):
                 deb.unlink()
             add_local_repository(tmp, repo_packages, env, on_line)
+            os.sync()  # dpkg wrote without fsync: the image is on disk before its marker says so
             (tmp / IMAGE_MARKER).write_text(json.dumps(
                 {"suite": suite, "mirror": mirror, "packages": list(packages),
                  "repo_packages": list(repo_packages), "recipe": IMAGE_RECIPE,
@@ -213,7 +220,7 @@ def ensure_base_image(cache: Path = IMAGE_CACHE, *, suite: str = SUITE, mirror: 
 
 def add_local_repository(root: Path, packages: Sequence[str], environ: Mapping[str, str],
                          on_line: Callable[[str], None] | None = None) -> None:
-    """A package repository inside the image at `root` (debootstrap's output, its sources still
+    """A package repository inside the image at `root` (mmdebstrap's output, its sources still
     the mirror): the .debs of `packages` and of every dependency the image lacks, in REPO_DIR
     with a Packages index, and apt pointed only at it, lists updated. `packages` stay not
     installed: a machine installs them itself, offline, as a server would from the mirror.
@@ -230,7 +237,7 @@ def add_local_repository(root: Path, packages: Sequence[str], environ: Mapping[s
     repo.mkdir(parents=True, exist_ok=True)
     archives = root / "var" / "cache" / "apt" / "archives"
     if packages:
-        chroot("apt-get", "update")  # the mirror, as debootstrap left the sources
+        chroot("apt-get", "update")  # the mirror, as mmdebstrap left the sources
         # Recommends too (apt's default): the repository then holds what `apt-get install` on a
         # machine asks for, as on a real server; apt fetches only what is not installed.
         chroot("apt-get", "install", "--download-only", "--yes", *packages)
@@ -300,7 +307,7 @@ def _dpkg_installed(root: Path, package: str) -> bool:
 
 
 def _remove_tree(path: Path) -> None:
-    """rm -r, after unmounting anything a dead debootstrap left mounted inside (proc, sys)."""
+    """rm -r, after unmounting anything a dead mmdebstrap left mounted inside (proc, sys, dev)."""
     for mount in sorted(_mounts_under(path), reverse=True):
         process.run(["umount", "-l", mount], env=dict(os.environ), masker=Masker(), ok_codes=(0, 32))
     shutil.rmtree(path, ignore_errors=True)
@@ -748,7 +755,7 @@ class Machines:
         """What differs per machine, written through the overlay into its upper directory."""
         root = self.root(name)
         (root / "etc" / "machine-id").write_text(uuid.uuid4().hex + "\n")
-        dbus_id = root / "var" / "lib" / "dbus" / "machine-id"  # debootstrap's copy is shared
+        dbus_id = root / "var" / "lib" / "dbus" / "machine-id"  # the image's copy is shared
         if dbus_id.exists() or dbus_id.is_symlink():
             dbus_id.unlink()
             dbus_id.symlink_to("/etc/machine-id")
