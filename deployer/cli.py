@@ -66,6 +66,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("as_json"):
+            return _run(*args, **kwargs)
+        # `deploy STACK ENV [ACTION]` is the hidden command "stack"; its data names all three.
+        with report.json_envelope(click.get_current_context().command_path.split(" ", 1)[-1]):
+            return _run(*args, **kwargs)
+
+    def _run(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except Interrupted as exc:
@@ -436,8 +443,10 @@ def graph(stack: str, env: str, project_dir: Path | None, as_json: bool, verbose
 
 @main.group("sandbox", epilog=EXIT_CODES)
 def sandbox() -> None:
-    """The local cloud: a moto AWS endpoint on 127.0.0.1, an OpenSSH host for every EC2 instance
-    with an Elastic IP, a few edge hosts. Needs root (sshd on port 22 of 127.x addresses).
+    """The local cloud: a moto AWS endpoint on 127.0.0.1 and small real Debian machines
+    (systemd-nspawn, systemd as PID 1): one for every running EC2 instance (an Elastic IP is a
+    127.x address, a private IP only answers through a jump host), the demo's edge hosts and
+    CHOM's two servers. Needs root (namespaces, overlay mounts, port 22 of 127.x addresses).
 
     \b
     deploy sandbox up        start it (idempotent); writes .deployer/sandbox/sandbox.env

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from deployer.results import (
@@ -24,6 +26,9 @@ from deployer.results import (
 
 _lock = threading.Lock()
 
+JSON_VERSION = 1  # of the --json envelope; bumped when a key of it goes or changes meaning
+_envelope: dict[str, Any] | None = None  # the running command's, while --json is on
+
 
 def progress(line: str) -> None:
     """Thread-safe progress line on stderr."""
@@ -37,16 +42,49 @@ def quiet(_line: str) -> None:
 
 
 def error(message: str) -> None:
-    """One error per line, each prefixed, on stderr."""
+    """One error per line, each prefixed, on stderr (and in the --json envelope's errors)."""
     with _lock:
+        if _envelope is not None:
+            _envelope["errors"].append(message)
         for line in message.splitlines() or [""]:
             sys.stderr.write(f"error: {line}\n")
         sys.stderr.flush()
 
 
+@contextmanager
+def json_envelope(command: str) -> Iterator[None]:
+    """--json: the command's result goes to stdout once, when it ends, in one shape for every
+    command, so a pipeline reads `ok` and `data` without knowing which command ran:
+
+        {"version": 1, "command": "status", "ok": true, "exit_code": 0, "data": ..., "errors": []}
+
+    `ok` is exit code 0; `data` is what the command emitted (null when it stopped before a
+    result); `errors` are the messages stderr got too. Progress stays on stderr."""
+    global _envelope
+    _envelope = {"data": None, "errors": []}
+    code: int = 1  # an exception that is not an exit: the wrapper turns it into one
+    try:
+        yield
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    finally:
+        with _lock:
+            found, _envelope = _envelope, None
+            sys.stdout.write(json.dumps(
+                {"version": JSON_VERSION, "command": command, "ok": code == 0, "exit_code": code,
+                 "data": found["data"], "errors": found["errors"]},
+                indent=2, sort_keys=True, default=str) + "\n")
+            sys.stdout.flush()
+
+
 def emit_json(data: Any) -> None:
+    """The command's one result, into the envelope json_envelope writes when the command ends."""
     with _lock:
-        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        if _envelope is None or _envelope["data"] is not None:
+            raise RuntimeError("emit_json: one result per command, inside json_envelope")
+        _envelope["data"] = data
 
 
 def line(text: str = "") -> None:

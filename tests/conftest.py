@@ -3,6 +3,7 @@ provider 3.39.0 in an offline mirror, and throwaway project directories that dri
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -214,6 +216,15 @@ def ssh(config: Path, target: str, command: str, *, jump: str = "",
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
     return done
+
+
+def result_of(run: subprocess.CompletedProcess[str]) -> Any:
+    """The data of a `deploy ... --json` run, once its envelope (report.json_envelope) is checked
+    against the run: version 1, and ok and exit_code as the process exited."""
+    envelope = json.loads(run.stdout)
+    assert (envelope["version"], envelope["ok"], envelope["exit_code"]) == (
+        1, run.returncode == 0, run.returncode), envelope
+    return envelope["data"]
 
 
 def wait_for(predicate: Callable[[], object], seconds: float = 15, every: float = 0.1) -> bool:

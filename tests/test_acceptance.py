@@ -30,7 +30,7 @@ import pytest
 from deployer.process import pids_naming
 from deployer.sandbox import machines as m
 
-from conftest import DEPLOY, PROJECT_LINKS, REPO, wait_for
+from conftest import DEPLOY, PROJECT_LINKS, REPO, result_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +115,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory, provider_mirror: Path) -> 
     sampler.stop.set()
     sampler.join()
     if box.first.returncode == 0:  # type: ignore[attr-defined]
-        env = json.loads(box.deploy("sandbox", "env", "--json").stdout)
+        env = result_of(box.deploy("sandbox", "env", "--json"))
         box.environ.update(env)
     yield box
     box.deploy("sandbox", "down")
@@ -274,7 +274,7 @@ def test_6_state_bootstrap_three_times(sandbox: Sandbox) -> None:
     for _ in range(2):  # runs 2 and 3 (the demo was run 1)
         run = sandbox.deploy("bootstrap-state", "--json")
         assert run.returncode == 0
-        assert {s["status"] for s in json.loads(run.stdout)["steps"]} == {"unchanged"}
+        assert {s["status"] for s in result_of(run)["steps"]} == {"unchanged"}
     s3, ddb = sandbox.client("s3"), sandbox.client("dynamodb")
     bucket, table = "sandbox-chronos-terraform-state-storage", "sandbox-chronos-terraform-state-locks"
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"

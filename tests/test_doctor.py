@@ -4,7 +4,6 @@ loopback (tests/data/preflight.toml), and a real sandbox machine for a login wit
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ from deployer.results import Check, DoctorResult, to_data
 from deployer.secrets import Masker
 from deployer.stacks import DoctorSpec, Reach
 
-from conftest import REPO, Project
+from conftest import REPO, Project, result_of
 
 # --- the probe builder ---------------------------------------------------------------------
 
@@ -383,7 +382,7 @@ def test_all_checks_pass_on_a_good_host(project: Project, ssh_hosts, operator_ke
 
     again = project.deploy("doctor", "preflight", "stage", "--json")  # the key is known now
     assert again.returncode == 0, again.stderr
-    data = json.loads(again.stdout)
+    data = result_of(again)
     assert data["ok"] is True and data["failed"] == [] and len(data["checks"]) == 14
 
 

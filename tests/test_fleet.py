@@ -4,7 +4,6 @@ The stacks are pure TOML (tests/data/tiers.toml, rolling.toml)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from deployer.hosts.fleet import batch_sizes
 from deployer.stacks import Phase
 
-from conftest import REPO, Project
+from conftest import REPO, Project, result_of
 
 
 @pytest.mark.parametrize(("count", "phase", "sizes"), [
@@ -60,7 +59,7 @@ def test_phases_in_order_roles_in_parallel_and_a_rerun_resumes(project: Project,
     stack_project(project, "tiers", tier_origin, operator_key, roles, fail=[backend])
     first = project.deploy("tiers", "stage", "--accept-new-host-keys", "--json")
     assert first.returncode == 1, first.stdout + first.stderr
-    status = by_host(json.loads(first.stdout))
+    status = by_host(result_of(first))
     assert status == {f"root@{h.address}": "changed" for h in (jump, mq, keystone, frontend)} | {
         f"root@{backend.address}": "failed"}
     for phase in ("phase setup:", "phase data:", "phase services:"):
@@ -78,12 +77,12 @@ def test_phases_in_order_roles_in_parallel_and_a_rerun_resumes(project: Project,
         f'fail_hosts="{backend.address}"', 'fail_hosts=""'))
     again = project.deploy("tiers", "stage", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
-    status = by_host(json.loads(again.stdout))
+    status = by_host(result_of(again))
     # fail_hosts is rendered on every host, so the earlier phases see a config change; what
     # matters is that the release everywhere is one, and that the backend now passes.
     assert status[f"root@{backend.address}"] == "changed"
     third = project.deploy("tiers", "stage", "--json")
-    assert set(by_host(json.loads(third.stdout)).values()) == {"unchanged"}
+    assert set(by_host(result_of(third)).values()) == {"unchanged"}
     names = {(h.home / "tier" / "current").readlink() for h in (jump, mq, keystone, frontend, backend)}
     assert len(names) == 1, names
 
@@ -102,7 +101,7 @@ def test_rolling_batches_with_a_canary_and_a_failure_budget(
                   fail=[hosts[i] for i in failing])
     run = project.deploy("rolling", "stage", "--accept-new-host-keys", "--json")
     assert run.returncode == 1, run.stdout + run.stderr
-    status = by_host(json.loads(run.stdout))
+    status = by_host(result_of(run))
     assert [status[f"root@{h.address}"] for h in hosts] == expected
     if "skipped" in expected:
         assert "phase web stopped after" in run.stderr

@@ -4,7 +4,6 @@ hosts; `edge` is the shipped edge stack."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ import pytest
 
 from deployer.process import pids_naming
 
-from conftest import DEPLOY, Project
+from conftest import DEPLOY, Project, result_of
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +81,7 @@ def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hos
 
     again = project.deploy("web", "stage", "--json")
     assert again.returncode == 0
-    result = json.loads(again.stdout)
+    result = result_of(again)
     assert result["changed"] is False
     assert result["fleet"]["hosts"][0]["status"] == "unchanged"
     assert os.readlink(root / "current") == current
@@ -108,7 +107,7 @@ def test_first_deploy_rerun_config_change_and_rollback(project: Project, ssh_hos
     assert f"[root@{host.address}] serving on 0.0.0.0:{project.port}" in logs.stderr
 
     status = project.deploy("status", "web", "stage", "--json")
-    found = json.loads(status.stdout)[0]
+    found = result_of(status)[0]
     assert found["current"] == current.removeprefix("releases/")
     assert any("rollback" in line for line in found["audit"])
     scan_for_secrets(project, first.stdout + first.stderr, config.stdout + config.stderr)
@@ -303,7 +302,7 @@ def test_edge_fleet_of_20_with_one_host_down(project: Project, ssh_hosts, app_or
     run = project.deploy("edge", "prod", "--accept-new-host-keys", "--json")
     took = time.monotonic() - started
     assert run.returncode == 1
-    result = json.loads(run.stdout)
+    result = result_of(run)
     by_host = {h["host"]: h for h in result["fleet"]["hosts"]}
     assert by_host[f"root@{down}"]["status"] == "failed"
     assert "unreachable" in by_host[f"root@{down}"]["reason"]
@@ -522,12 +521,12 @@ def test_a_crashed_service_is_repaired_not_reported_unchanged(
         time.sleep(0.05)
     again = project.deploy("edge", "stage", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
-    result = json.loads(again.stdout)["fleet"]["hosts"][0]
+    result = result_of(again)["fleet"]["hosts"][0]
     assert result["status"] == "repaired", result
     assert "health check 'edge http'" in result["reason"]
     assert edge_page(host, port).startswith("edge -> ")
     healthy = project.deploy("edge", "stage", "--json")
-    assert json.loads(healthy.stdout)["fleet"]["hosts"][0]["status"] == "unchanged"
+    assert result_of(healthy)["fleet"]["hosts"][0]["status"] == "unchanged"
 
 
 def test_one_release_name_for_the_whole_fleet_so_rollback_to_works_on_every_host(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project
+from conftest import REPO, Project, result_of
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,7 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
     project.deploy("bootstrap-state", "-y", check=True)
 
     shared = project.deploy("shared", "stage", "apply", "--json", check=True)
-    shared_out = json.loads(shared.stdout)["engine"]["outputs"]
+    shared_out = result_of(shared)["engine"]["outputs"]
     assert set(shared_out["eip_allocation_ids"]) == {"stage", "prod"}
     ec2 = project.client("ec2")
     vpc = ec2.describe_vpcs(VpcIds=[shared_out["vpc_id"]])["Vpcs"][0]
@@ -104,11 +104,11 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
         "FlowLogs"] == []  # off outside prod unless TF_VAR_enable_flow_logs says so
     assert shared_out.get("flow_log_group_name") is None  # a null output is not in the state
 
-    again = json.loads(project.deploy("shared", "stage", "apply", "--json", check=True).stdout)
+    again = result_of(project.deploy("shared", "stage", "apply", "--json", check=True))
     assert again["engine"]["applied"] is False, again["engine"]["plan"]
 
     dash = project.deploy("dashboard", "stage", "apply", "--no-hosts", "--json", check=True)
-    out = json.loads(dash.stdout)["engine"]["outputs"]
+    out = result_of(dash)["engine"]["outputs"]
     address = out["host_address"]
     assert ipaddress.ip_address(address).is_loopback  # moto's Elastic IPs are 127.x.y.z
     assert address == shared_out["eip_public_ips"]["stage"]
@@ -120,7 +120,7 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
     assert instance["KeyName"] == "chronos-stage-dashboard"
 
     settled = project.deploy("dashboard", "stage", "apply", "--no-hosts", "--json", check=True)
-    result = json.loads(settled.stdout)["engine"]
+    result = result_of(settled)["engine"]
     assert result["applied"] is False and result["reason"] == "no infrastructure change; apply skipped", \
         result["plan"]
 
@@ -130,7 +130,7 @@ def test_shared_and_dashboard_apply_settle_and_destroy(project: Project, tmp_pat
     assert state == "terminated"
     # shared and the state are untouched.
     assert ec2.describe_vpcs(VpcIds=[shared_out["vpc_id"]])["Vpcs"]
-    after = json.loads(project.deploy("shared", "stage", "apply", "--json", check=True).stdout)
+    after = result_of(project.deploy("shared", "stage", "apply", "--json", check=True))
     assert after["engine"]["applied"] is False
     s3 = project.client("s3")
     assert s3.head_bucket(Bucket=f"{project.profile}-chronos-terraform-state-storage")
@@ -167,7 +167,7 @@ def test_shared_in_prod_logs_flows_and_opens_only_the_given_cidrs(project: Proje
         f"TF_VAR_permissions_boundary={BOUNDARY}",
     ]) + "\n")
     project.deploy("bootstrap-state", "-y", check=True)
-    out = json.loads(project.deploy("shared", "prod", "apply", "-y", "--json", check=True).stdout)[
+    out = result_of(project.deploy("shared", "prod", "apply", "-y", "--json", check=True))[
         "engine"]["outputs"]
     ec2, logs, iam, kms = (project.client(s) for s in ("ec2", "logs", "iam", "kms"))
 
@@ -205,7 +205,7 @@ def test_shared_in_prod_logs_flows_and_opens_only_the_given_cidrs(project: Proje
         got = iam.get_role(RoleName=role)["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"]
         assert got == BOUNDARY, role
 
-    again = json.loads(project.deploy("shared", "prod", "apply", "-y", "--json", check=True).stdout)
+    again = result_of(project.deploy("shared", "prod", "apply", "-y", "--json", check=True))
     assert again["engine"]["applied"] is False, again["engine"]["plan"]
 
     project.deploy("shared", "prod", "destroy", "-y", check=True)
