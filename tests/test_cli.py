@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import DEPLOY, Project
+from conftest import DEPLOY, Project, result_of
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +78,42 @@ def test_unknown_environment_and_stack(project: Project) -> None:
 def test_render_masks_secrets_and_writes_the_backend(project: Project) -> None:
     probe_project(project, TF_VAR_label="one")
     run = project.deploy("render", "probe", "stage", "--json", check=True)
-    rendered = json.loads(run.stdout)
+    rendered = result_of(run)
     backend = project.path / "deployments" / f"backend-stage-{project.profile}.hcl"
     assert rendered["backend_file"] == str(backend) and backend.is_file()
     assert rendered["state_key"] == "stage/probe.tfstate"
     assert rendered["exports"]["TF_VAR_label"] == "one"
     assert rendered["exports"]["TF_VAR_deptype"] == "stage"
     assert SECRET not in run.stdout + run.stderr
+
+
+ENVELOPE_KEYS = ["command", "data", "errors", "exit_code", "ok", "version"]
+
+
+def test_json_is_one_versioned_envelope_for_every_outcome(project: Project) -> None:
+    """The contract a pipeline reads: one object, the same keys whatever happened."""
+    check = project.deploy("bootstrap-state", "--check", "--json")  # a result that is a failure
+    envelope = json.loads(check.stdout)
+    assert sorted(envelope) == ENVELOPE_KEYS
+    assert (check.returncode, envelope["command"], envelope["ok"], envelope["exit_code"],
+            envelope["errors"]) == (1, "bootstrap-state", False, 1, [])
+    assert {s["status"] for s in envelope["data"]["steps"]} == {"missing"}
+
+    probe_project(project, TF_VAR_label="one")
+    ok = project.deploy("render", "probe", "stage", "--json")
+    envelope = json.loads(ok.stdout)
+    assert sorted(envelope) == ENVELOPE_KEYS
+    assert (ok.returncode, envelope["version"], envelope["command"], envelope["ok"],
+            envelope["exit_code"], envelope["errors"]) == (0, 1, "render", True, 0, [])
+    assert envelope["data"]["state_key"] == "stage/probe.tfstate"
+
+    bad = project.deploy("nosuch", "stage", "--json")  # bad input: no result, the error instead
+    envelope = json.loads(bad.stdout)
+    assert sorted(envelope) == ENVELOPE_KEYS
+    assert (bad.returncode, envelope["command"], envelope["ok"], envelope["exit_code"],
+            envelope["data"]) == (2, "stack", False, 2, None)
+    assert len(envelope["errors"]) == 1 and "unknown stack 'nosuch'" in envelope["errors"][0]
+    assert bad.stderr == f"error: {envelope['errors'][0]}\n"  # stderr says it too, once
 
 
 def test_plan_apply_noop_outputs_destroy(project: Project) -> None:
@@ -93,14 +124,22 @@ def test_plan_apply_noop_outputs_destroy(project: Project) -> None:
     assert "plan has changes" in plan.stdout
 
     apply = project.deploy("probe", "stage", "apply", check=True)
-    assert "engine   embedded" in apply.stdout or "engine   " in apply.stdout
-    assert "applied the saved plan" in apply.stdout and "OK: changes applied" in apply.stdout
+    assert re.search(r"^  engine   (embedded|tofu|terraform) [0-9.]+: applied the saved plan$",
+                     apply.stdout, re.M), apply.stdout
+    assert "OK: changes applied" in apply.stdout
 
     again = project.deploy("probe", "stage", "apply", "--json", check=True)
-    result = json.loads(again.stdout)
+    result = result_of(again)
     assert result["engine"]["applied"] is False
     assert result["engine"]["reason"] == "no infrastructure change; apply skipped"
     assert result["changed"] is False
+    # The version is known, nothing init reads changed, and a plan without changes carries the
+    # state's outputs: the engine started once (plan), not four times (version, init, plan,
+    # output), and no plan file stays behind.
+    assert "init: skipped (backend, modules and providers as at the last init)" in again.stderr
+    ran = re.findall(r"-chdir=\S+ (\w+)", Path(result["log_path"]).read_text())
+    assert ran == ["plan"], ran
+    assert not list((project.path / ".deployer" / "tf").glob("*/tfplan-*"))
     vpc_id = result["engine"]["outputs"]["vpc_id"]
     ec2 = project.client("ec2")
     assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"] == "10.42.0.0/16"
@@ -127,7 +166,7 @@ def test_two_operators_at_once(project: Project) -> None:
     assert " since " in runs[3] and "lock ID" in runs[3]
     # The state is intact: the winner's changes are all there and nothing is pending.
     after = project.deploy("probe", "stage", "apply", "--json", check=True)
-    assert json.loads(after.stdout)["engine"]["applied"] is False
+    assert result_of(after)["engine"]["applied"] is False
     assert lock_items(project) == []
 
 
@@ -150,7 +189,7 @@ def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
                       "TF_VAR_label=one\nTF_VAR_apply_seconds=1\n")
     project.deploy("probe", "stage", "apply", "-y", check=True)
     again = project.deploy("probe", "stage", "apply", "--json", check=True)
-    assert json.loads(again.stdout)["engine"]["applied"] is False
+    assert result_of(again)["engine"]["applied"] is False
     assert lock_items(project) == []
 
 

