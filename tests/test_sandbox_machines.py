@@ -234,3 +234,19 @@ def test_stop_all_removes_only_what_its_own_sandbox_made(image: Path, key: Path,
         subprocess.run(["ip", "netns", "delete", foreign], check=True)
     assert not subprocess.run(["ip", "route", "show", "type", "unreachable", cidr],
                               capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_kernels_inotify_instances_are_raised_for_machines_never_lowered(tmp_path: Path) -> None:
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    raised = m.ensure_inotify_instances(limit, 1024)
+    assert (raised.status, limit.read_text()) == ("changed", "1024\n")
+    assert "128 -> 1024" in raised.reason and "about 16 machines" in raised.reason
+    limit.write_text("4096\n")
+    assert m.ensure_inotify_instances(limit, 1024).status == "unchanged"
+    assert limit.read_text() == "4096\n"
+    with pytest.raises(m.MachineError, match="cannot read"):
+        m.ensure_inotify_instances(tmp_path / "missing", 1024)
+    # A limit not even root may write (file-nr is read-only; its first field is a number).
+    with pytest.raises(m.MachineError, match="sysctl -w fs.inotify.max_user_instances"):
+        m.ensure_inotify_instances(Path("/proc/sys/fs/file-nr"), 10**15)

@@ -265,6 +265,7 @@ def up(work_dir: Path, environ: dict[str, str]) -> tuple[StepResult, ...]:
 
     image = machines.ensure_base_image(environ=environ)
     results.append(image.result)
+    results.append(machines.ensure_inotify_instances())
     p.app_origin.mkdir(parents=True, exist_ok=True)  # bound into every machine: it must exist
     for host_dir in sorted(p.hosts.glob("*")) if p.hosts.is_dir() else []:
         sshd.SandboxHost(host_dir, host_dir.name).stop()  # an emulated host of an older sandbox
