@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from deployer.process import pids_naming
 
-from conftest import DEPLOY, Project, result_of
+from conftest import DEPLOY, Project, result_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -176,6 +177,36 @@ def test_host_without_tcp_forwarding_and_refs_that_do_not_resolve(
     unreadable = project.deploy("web", "stage")
     assert unreadable.returncode == 1
     assert "git ls-remote file:///nonexistent/app.git failed (exit 128)" in unreadable.stdout
+
+
+def test_a_host_still_booting_is_waited_for_then_deployed(project: Project, ssh_hosts, app_origin,
+                                                          operator_key) -> None:
+    """The probe asks for the ready marker too; a host without it yet is polled until it has
+    it (user_data still running), then looked at again and deployed."""
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    marker = host.home / ".setup_complete"
+    marker.unlink()
+    logs = project.path / ".deployer" / "logs"
+    poll = '$ test -f "$HOME"/.setup_complete'
+
+    def boot_when_polled() -> None:  # the host "finishes booting" once deploy waits for it
+        wait_for(lambda: any(poll in log.read_text() for log in logs.glob("*web-stage-apply.log")), 120)
+        marker.write_text("booted\n")
+
+    booting = threading.Thread(target=boot_when_polled, daemon=True)
+    booting.start()
+    run = project.deploy("web", "stage", "--accept-new-host-keys")
+    booting.join(timeout=5)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "changed   new commit" in run.stdout
+    first = max(logs.glob("*web-stage-apply.log")).read_text()
+    answered = re.compile(r"\] ready=yes$", re.M)  # the probe's answer, not its command
+    assert poll in first and not answered.search(first)  # the probe found none; then it polled
+
+    assert project.deploy("web", "stage").returncode == 0
+    rerun = max(logs.glob("*web-stage-apply.log")).read_text()
+    assert answered.search(rerun) and poll not in rerun  # the probe saw it: no extra round trip
 
 
 def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts, app_origin,

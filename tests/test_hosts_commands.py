@@ -16,7 +16,7 @@ import pytest
 from deployer.config import EnvConfig
 from deployer.errors import ConfigError
 from deployer.hosts import commands as cmd
-from deployer.hosts.connection import Host, parse_host
+from deployer.hosts.address import Host, parse_host
 from deployer.hosts.fleet import resolve_hosts
 from deployer.hosts.release import parse_kv
 from deployer.stacks import HostsSpec, Stack
@@ -219,7 +219,8 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
     release = "/h/app/releases/20261118110640250-0123456"
     return {
         "ready_check": [cmd.ready_check(".setup_complete")],
-        "probe": [cmd.probe("app", cmd.resolve_ref(value, value)), cmd.probe("/srv/app")],
+        "probe": [cmd.probe("app", cmd.resolve_ref(value, value)), cmd.probe("/srv/app"),
+                  cmd.probe("app", "", ".setup_complete")],
         "acquire_lock": [cmd.acquire_lock("/h/app", f"me pid=1 {value}")],
         "break_lock": [cmd.break_lock("/h/app", f"me pid=1 {value}\n")],
         "release_lock": [cmd.release_lock("/h/my app")],
@@ -263,6 +264,20 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
                          cmd.doctor_probe("/")],
         "reach_probe": [cmd.reach_probe(((value, 1), ("db.internal", 22)), 2.5)],
     }
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_the_probe_says_whether_the_ready_marker_is_there(shell: str, tmp_path: Path) -> None:
+    def probe() -> dict[str, str]:
+        done = subprocess.run([shell, "-c", cmd.probe("app", "", ".setup complete")],
+                              env={"HOME": str(tmp_path), "PATH": os.environ["PATH"]},
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return parse_kv(done.stdout)
+
+    assert "ready" not in probe() and probe()["state"] == "absent"
+    (tmp_path / ".setup complete").touch()
+    assert probe()["ready"] == "yes"
 
 
 def test_every_builder_is_in_the_shellcheck_test() -> None:

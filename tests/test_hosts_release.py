@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deployer.errors import HostError
-from deployer.hosts.connection import Host
+from deployer.hosts.address import Host
 from deployer.hosts.release import Pin, exec_argv, release_name, releases_to_prune, resolve_sha
 
 SHA_A, SHA_B = "a" * 40, "b" * 40

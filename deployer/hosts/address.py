@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from deployer.errors import ConfigError
+
 _HOST = re.compile(r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
                    r"(?P<address>[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9a-fA-F:.]+\])"
                    r"(?::(?P<port>\d{1,5}))?$")
@@ -73,3 +75,13 @@ def parse_host_list(raw: str, *, default_user: str, default_port: int = 22,
 
 def _shown(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def gateway_for(text: str, *, default_user: str, where: str) -> Host | None:
+    """The jump host an env value or output names, or None when it names none."""
+    if not text:
+        return None
+    try:
+        return parse_host(text, default_user=default_user)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

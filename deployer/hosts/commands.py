@@ -28,15 +28,17 @@ def ready_check(marker: str) -> str:
     return f'test -f "$HOME"/{q(marker)}'
 
 
-def probe(root: str, refs: str = "") -> str:
-    """One round trip: $HOME, whether systemd runs, the commit `refs` names (a `resolve_ref`
-    command, run when given) and the app root's current release, fingerprint, manifest and lock
-    holder, as key=value lines. A relative root is under $HOME."""
+def probe(root: str, refs: str = "", ready_marker: str = "") -> str:
+    """One round trip: $HOME, whether systemd runs, whether `ready_marker` (under $HOME) exists,
+    the commit `refs` names (a `resolve_ref` command, run when given) and the app root's current
+    release, fingerprint, manifest and lock holder, as key=value lines. A relative root is under
+    $HOME."""
     base = q(root) if root.startswith("/") else f'"$HOME"/{q(root)}'
     resolve = (f"refs=$({refs} 2>&1); printf 'refs_exit=%s\\nrefs=%s\\n' $? \"$(printf %s \"$refs\""
                " | tr '\\n\\t' '; ')\";" if refs else "")
+    ready = f" {ready_check(ready_marker)} && echo ready=yes;" if ready_marker else ""
     return (
-        'printf "home=%s\\n" "$HOME"; test -d /run/systemd/system && echo systemd=yes;'
+        f'printf "home=%s\\n" "$HOME"; test -d /run/systemd/system && echo systemd=yes;{ready}'
         f" {resolve}"
         f" cd {base} 2>/dev/null || {{ echo state=absent; exit 0; }}; echo state=present;"
         f' printf "current=%s\\n" "$(readlink current 2>/dev/null)";'

@@ -26,9 +26,9 @@ import invoke
 import paramiko
 import tenacity
 
-from deployer.errors import ConfigError, HostError
+from deployer.errors import HostError
 from deployer.hosts import commands
-from deployer.hosts.address import Host, parse_host
+from deployer.hosts.address import Host
 from deployer.logs import RunLog
 
 # Paramiko logs a refused forward as an ERROR; the caller reports what it means instead.
@@ -346,12 +346,3 @@ class Remote:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def gateway_for(text: str, *, default_user: str, where: str) -> Host | None:
-    if not text:
-        return None
-    try:
-        return parse_host(text, default_user=default_user)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from deployer import validate
 from deployer.config import EnvConfig, Settings
@@ -19,8 +19,7 @@ from deployer.errors import ConfigError, DeployerError, HostError, Interrupted
 from deployer.hosts import commands as cmd
 from deployer.hosts import provision
 from deployer.hosts import release as rel
-from deployer.hosts.address import parse_host_list
-from deployer.hosts.connection import Host, Remote, gateway_for
+from deployer.hosts.address import Host, gateway_for, parse_host_list
 from deployer.logs import RunLog
 from deployer.results import (
     CHANGED,
@@ -34,6 +33,9 @@ from deployer.results import (
     StepResult,
 )
 from deployer.stacks import Phase, Stack
+
+if TYPE_CHECKING:  # the SSH libraries load when a host is reached, not for validation
+    from deployer.hosts.connection import Remote
 
 T = TypeVar("T")
 H = TypeVar("H")  # what a pool works on: a host, or a (role view, host) pair
@@ -110,6 +112,8 @@ def remote_for(stack: Stack, env: EnvConfig, settings: Settings, host: Host, log
              else f"{env.path}: {spec.gateway_variable}")
     gateway = gateway_for(spec.gateway or env.values.get(spec.gateway_variable, ""),
                           default_user=spec.user, where=where)
+    from deployer.hosts.connection import Remote
+
     return Remote(host, known_hosts=settings.work_dir / "known_hosts" / env.name,
                   key_file=settings.ssh_key, accept_new=accept_new, log=log, gateway=gateway)
 

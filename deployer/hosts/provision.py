@@ -17,14 +17,16 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer import templates
 from deployer.errors import HostError
-from deployer.hosts.connection import Remote
 from deployer.hosts.release import parse_kv
 from deployer.results import CHANGED, UNCHANGED, StepResult
 from deployer.stacks import Provision
+
+if TYPE_CHECKING:
+    from deployer.hosts.connection import Remote
 
 UNIT_DIR = "/etc/systemd/system"
 SUDO = "sudo -n"

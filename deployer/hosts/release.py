@@ -30,13 +30,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer import templates
 from deployer.config import EnvConfig, Settings
 from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
-from deployer.hosts.connection import ForwardingRefused, Host, Remote, Result
+from deployer.hosts.address import Host
 from deployer.lock import is_stale
 from deployer.results import (
     CHANGED,
@@ -49,6 +49,9 @@ from deployer.results import (
     StepResult,
 )
 from deployer.stacks import HealthCheck, Stack
+
+if TYPE_CHECKING:  # the SSH libraries load when a host is reached, not for validation
+    from deployer.hosts.connection import Remote, Result
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
 READY_POLL = 2.0
@@ -176,13 +179,14 @@ def app_root(stack: Stack, remote: Remote) -> str:
     return root if root.startswith("/") else f"{remote.home}/{root}"
 
 
-def probe(remote: Remote, stack: Stack, refs: str = "") -> tuple[str, dict[str, str]]:
+def probe(remote: Remote, stack: Stack, refs: str = "", ready_marker: str = "",
+          ) -> tuple[str, dict[str, str]]:
     """The host's app root and what is there: current release, fingerprint, manifest, lock
-    holder, whether systemd runs, and what `refs` (a `cmd.resolve_ref`) finds, in one round
-    trip, which also learns the remote $HOME."""
+    holder, whether systemd runs and `ready_marker` exists (`ready=yes`), and what `refs` (a
+    `cmd.resolve_ref`) finds, in one round trip, which also learns the remote $HOME."""
     assert stack.app is not None
-    state = parse_kv(remote.run(cmd.probe(stack.app.root, refs), timeout=90, check=True,
-                                what="probe").stdout)
+    state = parse_kv(remote.run(cmd.probe(stack.app.root, refs, ready_marker), timeout=90,
+                                check=True, what="probe").stdout)
     remote.remember_home(state.get("home", ""))
     return app_root(stack, remote), state
 
@@ -249,6 +253,8 @@ def _check_once(remote: Remote, check: HealthCheck, target: str, progress: Progr
     """One try of a check, made on the host. An http:// URL is fetched through the SSH
     connection (the host's sshd connects; no process is started there); https://, or a host
     whose sshd refuses forwarding, runs curl (or python3) on the host instead."""
+    from deployer.hosts.connection import ForwardingRefused
+
     if not check.url:
         return remote.run(target, timeout=30, what=f"health check {check.name}").ok
     if target.startswith("http://") and remote.forwarding:
@@ -344,12 +350,14 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     host = remote.host
     say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
     remote.open()
-    if hosts.ready_marker:
-        wait_ready(remote, hosts.ready_marker, hosts.ready_timeout, progress)
     repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
     pin = pin or Pin()
     pinned = pin.sha
-    root, state = probe(remote, stack, "" if pinned else refs_command(repo, ref))
+    refs = "" if pinned else refs_command(repo, ref)
+    root, state = probe(remote, stack, refs, hosts.ready_marker)
+    if hosts.ready_marker and state.get("ready") != "yes":  # still booting: wait, then look again
+        wait_ready(remote, hosts.ready_marker, hosts.ready_timeout, progress)
+        root, state = probe(remote, stack, refs)
     resolved = pinned or resolve_sha(host, repo, ref, state)
     sha = pin.fix(resolved)
     if sha != resolved:
