@@ -221,6 +221,9 @@ def parse_plan(show_json: str) -> PlanSummary:
     changes = []
     for rc in data.get("resource_changes", []):
         action = _action(tuple(rc.get("change", {}).get("actions", ())))
+        moved = rc.get("previous_address") not in (None, rc["address"])
+        if action == "no-op" and moved:
+            action = "move"  # only its address changes: the state must still be written
         if action in ("no-op", "read"):
             continue
         changes.append(ResourceChange(rc["address"], rc["type"], action))
@@ -439,7 +442,8 @@ class Workspace:
             files = [backend_file, Path(self.env["TF_CLI_CONFIG_FILE"]),
                      *(f for d in module_dirs(self.root, data_dir) for pattern in MODULE_FILES
                        for f in sorted(d.glob(pattern)))]
-            return init_fingerprint([*self.engine.argv, self.engine.version, *args], files)
+            engine = [os.path.realpath(self.engine.argv[0]), *self.engine.argv[1:]]  # python = python3
+            return init_fingerprint([*engine, self.engine.version, *args], files)
 
         if stamp.is_file() and stamp.read_text() == fingerprint():
             return False

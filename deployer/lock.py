@@ -15,6 +15,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from deployer.config import Settings
@@ -65,21 +66,34 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
 
 
-def _table_client(settings: Settings, progress: Progress) -> Any | None:
-    """The DynamoDB client, or None (said) when no AWS is configured for this project."""
+NO_AWS = ("run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); per-host deploy"
+          " locks only")
+
+
+def table_client(settings: Settings) -> Any | None:
+    """The DynamoDB client, or None when no AWS is configured for this project."""
     env = settings.environ
     if not (settings.aws_endpoint_url or env.get("AWS_PROFILE") or env.get("AWS_ACCESS_KEY_ID")):
-        progress("run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); per-host"
-                 " deploy locks only")
         return None
     return _aws()[0].client(settings, "dynamodb")
 
 
+def _table_client(settings: Settings, progress: Progress, made: Future[Any | None] | None = None,
+                  ) -> Any | None:
+    """table_client, or the one `made` ahead (its error, if it failed, raised here); None said."""
+    ddb = made.result() if made is not None else table_client(settings)
+    if ddb is None:
+        progress(NO_AWS)
+    return ddb
+
+
 @contextlib.contextmanager
-def held(settings: Settings, stack: str, env: str, info: str, progress: Progress) -> Iterator[str]:
+def held(settings: Settings, stack: str, env: str, info: str, progress: Progress,
+         client: Future[Any | None] | None = None) -> Iterator[str]:
     """Hold the run lock of `stack`/`env` while the block runs; yields where it is held
-    (`dynamodb:<table>`), or "" when the run goes on with per-host locks only."""
-    ddb = _table_client(settings, progress)
+    (`dynamodb:<table>`), or "" when the run goes on with per-host locks only. `client`: the
+    table's client made ahead (pipeline.ahead), while the engine ran."""
+    ddb = _table_client(settings, progress, client)
     where = f"dynamodb:{settings.lock_table}"
     if ddb is None or not _acquire(ddb, settings.lock_table, lock_id(stack, env), info,
                                    f"{stack}/{env}", progress):

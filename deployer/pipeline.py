@@ -10,12 +10,13 @@ import importlib
 import ipaddress
 import os
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from deployer import engine as engines
 from deployer import generated, templates
@@ -289,9 +290,10 @@ def run_stack(
             masker.add(*env.secret_values)  # the log's own masker: from here on, they are ****
         engine_result: EngineResult | None = None
         outputs: dict[str, object] = {}
+        made: Future[Any | None] | None = None
         if stack.terraform is not None:
             if _wants_hosts(stack, action, options):
-                import_ahead(*HOST_PHASE_LIBRARIES)
+                made = ahead(lambda: _host_phase_ahead(settings))
             ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress,
                            verbose=options.verbose)
             if options.hosts_only:
@@ -307,7 +309,8 @@ def run_stack(
             checks.append(_preflight(settings, stack, env, outputs, options, log, progress))
         stopped = any(c.name == "pre-flight" and c.status == FAILED for c in checks)
         if _wants_hosts(stack, action, options) and not stopped:
-            fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress)
+            fleet_result = _host_phase(settings, stack, env, outputs, options, masker, log, progress,
+                                       made)
             if not fleet_result.failed and (stack.urls or any(r.services for r in stack.roles)):
                 found, access = _verify(settings, stack, env, outputs, options, log, progress)
                 checks += found
@@ -496,27 +499,30 @@ def operator_public_key(settings: Settings) -> str:
                        masker=Masker()).output.strip()
 
 
-# What the host phase loads (about 0.6 s): the run lock's boto3, and Fabric with paramiko.
-HOST_PHASE_LIBRARIES = ("boto3", "botocore.exceptions", "paramiko", "fabric")
+T = TypeVar("T")
 
 
-def import_ahead(*modules: str) -> threading.Thread:
-    """Import third-party libraries in a thread while the engine runs (a subprocess: this
-    process only waits for it), so the host phase that follows does not wait for them. Only
-    libraries nothing else imports meanwhile, never deployer's own modules: two threads importing
-    into each other's half-made modules could deadlock. An import that fails here fails again,
-    with its message, where the host phase imports it."""
+def ahead(work: Callable[[], T]) -> Future[T]:
+    """Start `work` in a thread, for the main thread to take its result (or its error) later:
+    what the host phase needs is made while the engine runs (a subprocess: this process only
+    waits for it)."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix="ahead")
+    try:
+        return executor.submit(work)
+    finally:
+        executor.shutdown(wait=False)
 
-    def load() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                return
 
-    thread = threading.Thread(target=load, name="import-ahead", daemon=True)
-    thread.start()
-    return thread
+def _host_phase_ahead(settings: Settings) -> Any | None:
+    """The SSH libraries (about 0.25 s to import) and the run lock's DynamoDB client (0.2 s),
+    made while the engine plans. Only third-party modules and deployer.lock, which the main
+    thread does not import meanwhile: two threads importing into each other's half-made
+    modules could deadlock."""
+    for name in ("paramiko", "fabric"):
+        importlib.import_module(name)
+    from deployer import lock
+
+    return lock.table_client(settings)
 
 
 def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
@@ -524,7 +530,9 @@ def _wants_hosts(stack: Stack, action: str, options: Options) -> bool:
 
 
 def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[str, object],
-                options: Options, masker: Masker, log: RunLog, progress: Progress) -> FleetResult:
+                options: Options, masker: Masker, log: RunLog, progress: Progress,
+                made: Future[Any | None] | None = None) -> FleetResult:
+    """`made`: _host_phase_ahead's run lock client, when the engine ran first."""
     # Fabric, paramiko and boto3 load only when a host phase runs.
     from deployer import lock
     from deployer.hosts import fleet, release
@@ -533,7 +541,7 @@ def _host_phase(settings: Settings, stack: Stack, env: EnvConfig, outputs: dict[
     hosts = [h for _, role in targets for h in role]
     check_sandbox_hosts(settings.aws_endpoint_url, fleet.first_hops(targets), stack)
     info = release.lock_info(stack, env, "deploying", f"to {len(hosts)} host(s)")
-    with lock.held(settings, stack.name, env.name, info, progress) as where:
+    with lock.held(settings, stack.name, env.name, info, progress, made) as where:
         if where:
             progress(f"run lock: {stack.name}/{env.name} held in {where}")
         before: tuple = ()

@@ -105,6 +105,21 @@ def test_parse_plan() -> None:
     assert [c.address for c in plan.destructive(("aws_instance",))] == ["aws_instance.this"]
 
 
+def test_a_plan_that_only_moves_resources_has_changes() -> None:
+    """`moved` blocks: nothing is created or destroyed, but the state must be rewritten, so the
+    apply must not be skipped (it was: the state kept the old addresses for good)."""
+    show = json.dumps({"resource_changes": [
+        {"address": "module.flow_logs.aws_flow_log.this", "type": "aws_flow_log",
+         "previous_address": "aws_flow_log.this", "change": {"actions": ["no-op"]}},
+        {"address": "aws_vpc.this", "type": "aws_vpc", "previous_address": "aws_vpc.this",
+         "change": {"actions": ["no-op"]}},
+    ]})
+    plan = engine.parse_plan(show)
+    assert plan.changes == (ResourceChange("module.flow_logs.aws_flow_log.this", "aws_flow_log", "move"),)
+    assert plan.has_changes and plan.counts == {"add": 0, "change": 0, "destroy": 0}
+    assert plan.by_type() == {"aws_flow_log": {"move": 1}} and not plan.destructive(("aws_flow_log",))
+
+
 def test_parse_lock_holder() -> None:
     output = """
 Error: Error acquiring the state lock

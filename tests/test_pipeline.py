@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import threading
+import time
 
 import pytest
 
 from deployer import pipeline
 
 
-def test_import_ahead_loads_in_a_thread_and_leaves_a_missing_library_to_the_host_phase(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "ahead_one.py").write_text("import time\ntime.sleep(0.2)\nLOADED = True\n")
-    (tmp_path / "ahead_two.py").write_text("LOADED = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    thread = pipeline.import_ahead("ahead_one", "no_such_library_here", "ahead_two")
-    assert thread.is_alive()  # the caller goes on (to the engine) at once
-    thread.join(timeout=10)
-    assert sys.modules["ahead_one"].LOADED
-    assert "ahead_two" not in sys.modules  # stopped at the missing one: the host phase says why
-    for name in ("ahead_one", "ahead_two"):
-        sys.modules.pop(name, None)
+def test_ahead_runs_in_a_thread_and_hands_over_its_result_or_its_error() -> None:
+    started = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        time.sleep(0.3)
+        return threading.current_thread().name
+
+    made = pipeline.ahead(slow)
+    assert started.wait(5) and not made.done()  # the caller goes on (to the engine) at once
+    assert made.result(timeout=5).startswith("ahead") and threading.current_thread().name != "ahead"
+
+    def broken() -> None:
+        raise ValueError("no such profile")
+
+    with pytest.raises(ValueError, match="no such profile"):  # raised where the result is taken
+        pipeline.ahead(broken).result(timeout=5)
