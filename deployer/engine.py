@@ -28,6 +28,9 @@ from deployer.secrets import MASK, Masker
 
 DEFAULT_ORDER = ("tofu", "terraform", "embedded")
 INIT_STAMP = "deployer-init.sha256"  # in the data dir: what the last successful init read
+# What the engine says when a plan needs an init first (providers, modules, backend, lock file).
+INIT_ASKED = re.compile(r"init(ialization)? required|not installed|Inconsistent dependency lock file|"
+                        r"run \S*(terraform|tofu) init", re.IGNORECASE)
 # What the engine reads of a module directory (not recursive, as the engine reads it).
 MODULE_FILES = ("*.tf", "*.tf.json", ".terraform.lock.hcl")
 
@@ -399,6 +402,7 @@ class Workspace:
         self.plan_file = Path(env["TF_DATA_DIR"]) / f"tfplan-{os.getpid()}"
         self._unchanged_outputs: dict[str, object] | None = None  # of a plan without changes
         self._planned = PlanSummary((), False)  # the saved plan's changes, for apply's progress
+        self._skipped_init: tuple[Path, str] | None = None  # init's arguments, when it was skipped
 
     def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False,
              ui: Callable[[str], list[str]] | None = None):
@@ -428,13 +432,14 @@ class Workspace:
                 f" (full output: {self.log.path})"
             ) from None
 
-    def init(self, backend_file: Path, key: str) -> bool:
+    def init(self, backend_file: Path, key: str, *, force: bool = False) -> bool:
         """init, unless nothing it reads changed since the last successful init here: the
         engine and its version, the arguments, the backend file, the CLI config, and the .tf and
         lock files of the root and of each module it installed. True when it ran. A wrong skip
-        could not pass unnoticed: plan refuses a changed backend, module or provider lock and
-        asks for init."""
+        (say, the plugin cache was deleted) cannot pass unnoticed: the engine refuses to plan
+        and asks for init, and plan then runs it (INIT_ASKED)."""
         args = init_args(backend_file, key)
+        self._skipped_init = None
         data_dir = Path(self.env["TF_DATA_DIR"])
         stamp = data_dir / INIT_STAMP
 
@@ -445,7 +450,8 @@ class Workspace:
             engine = [os.path.realpath(self.engine.argv[0]), *self.engine.argv[1:]]  # python = python3
             return init_fingerprint([*engine, self.engine.version, *args], files)
 
-        if stamp.is_file() and stamp.read_text() == fingerprint():
+        if not force and stamp.is_file() and stamp.read_text() == fingerprint():
+            self._skipped_init = (backend_file, key)
             return False
         stamp.unlink(missing_ok=True)  # a failed init leaves no stamp behind
         self._run(args)
@@ -455,7 +461,15 @@ class Workspace:
     def plan(self, *, destroy: bool = False) -> PlanSummary:
         """The saved plan file stays for apply until discard_plan."""
         self._unchanged_outputs = None
-        done = self._run(plan_args(self.plan_file, destroy=destroy), ok_codes=(0, 2))
+        try:
+            done = self._run(plan_args(self.plan_file, destroy=destroy), ok_codes=(0, 2))
+        except EngineError as exc:
+            asked = INIT_ASKED.search(str(exc))
+            if self._skipped_init is None or not asked:
+                raise
+            self.on_line(f"init: skipped, but the engine says {asked.group(0)!r}: running it")
+            self.init(*self._skipped_init, force=True)
+            done = self._run(plan_args(self.plan_file, destroy=destroy), ok_codes=(0, 2))
         if done.returncode == 0:
             self._unchanged_outputs = planned_outputs(self.plan_file)
             return PlanSummary((), False)

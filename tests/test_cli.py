@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -143,6 +144,13 @@ def test_plan_apply_noop_outputs_destroy(project: Project) -> None:
     vpc_id = result["engine"]["outputs"]["vpc_id"]
     ec2 = project.client("ec2")
     assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"] == "10.42.0.0/16"
+
+    # A skipped init the engine needed after all (its installed providers are gone): the plan
+    # says so, init runs, the plan runs again.
+    shutil.rmtree(project.path / ".deployer" / "tf" / f"probe-stage-{project.profile}" / "providers")
+    healed = project.deploy("probe", "stage", "apply", check=True)
+    assert "init: skipped, but the engine says 'not installed': running it" in healed.stderr
+    assert healed.stdout.rstrip().endswith("OK: no changes"), healed.stdout
 
     destroy = project.deploy("probe", "stage", "destroy", check=True)
     assert "0 to add, 0 to change, 2 to destroy" in destroy.stdout
