@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -216,6 +218,19 @@ def ssh(config: Path, target: str, command: str, *, jump: str = "",
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} exited {done.returncode}: {done.stderr}")
     return done
+
+
+# Never through a proxy: every request the tests make goes to 127.0.0.1.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET, an HTTP error's included."""
+    try:
+        with OPENER.open(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def result_of(run: subprocess.CompletedProcess[str]) -> Any:

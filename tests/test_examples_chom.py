@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from deployer import templates
+from deployer.sandbox.endpoint import free_port
 
-from conftest import REPO, wait_for
+from conftest import REPO, http_get, wait_for
 
 CHOM = REPO / "examples" / "chom"
 APP = CHOM / "app"
@@ -31,28 +32,12 @@ STANDIN = CHOM / "standins" / "standin.py"
 PYTHON = sys.executable  # 3.11 like Debian 12's python3; the programs use its stdlib alone
 REDIS_PASSWORD = 'pa$s "w`o\\rd'  # what the env format must carry byte for byte
 BAD_MIGRATION = "CREATE TABLE invoices (id INTEGER PRIMARY KEY);\nALTER TABLE no_such_table ADD COLUMN x;\n"
-# Never through a proxy: every request of this file goes to 127.0.0.1.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with OPENER.open(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def answers(url: str, status: int = 200) -> Callable[[], bool]:
     def check() -> bool:
         try:
-            return get(url)[0] == status
+            return http_get(url)[0] == status
         except (urllib.error.URLError, OSError):
             return False
     return check
@@ -127,12 +112,12 @@ def test_prometheus_answers_and_rereads_retention_on_sighup(spawn, tmp_path: Pat
     proc, port = standin(spawn, "prometheus", "--config", str(config))
     url = f"http://127.0.0.1:{port}"
     assert wait_for(answers(f"{url}/-/healthy"))
-    assert get(f"{url}/-/healthy") == (200, "Prometheus Server is Healthy.\n")
-    assert get(f"{url}/-/ready") == (200, "Prometheus Server is Ready.\n")
-    assert get(f"{url}/nope")[0] == 404
+    assert http_get(f"{url}/-/healthy") == (200, "Prometheus Server is Healthy.\n")
+    assert http_get(f"{url}/-/ready") == (200, "Prometheus Server is Ready.\n")
+    assert http_get(f"{url}/nope")[0] == 404
 
     def retention() -> str:
-        status, body = get(f"{url}/api/v1/status/flags")
+        status, body = http_get(f"{url}/api/v1/status/flags")
         assert status == 200 and json.loads(body)["status"] == "success"
         return json.loads(body)["data"]["storage.tsdb.retention.time"]
 
@@ -155,7 +140,7 @@ def test_prometheus_default_retention_and_unreadable_config(spawn, tmp_path: Pat
     render_prometheus(tmp_path / "p.yml")  # no prometheus_retention in the env file
     proc, port = standin(spawn, "prometheus", "--config", str(tmp_path / "p.yml"))
     assert wait_for(answers(f"http://127.0.0.1:{port}/api/v1/status/flags"))
-    body = json.loads(get(f"http://127.0.0.1:{port}/api/v1/status/flags")[1])
+    body = json.loads(http_get(f"http://127.0.0.1:{port}/api/v1/status/flags")[1])
     assert body["data"] == {"storage.tsdb.retention.time": "15d"}
     run = subprocess.run([PYTHON, str(STANDIN), "prometheus", "--config", str(tmp_path / "none.yml")],
                          capture_output=True, text=True, timeout=30)
@@ -171,7 +156,7 @@ def test_prometheus_default_retention_and_unreadable_config(spawn, tmp_path: Pat
 def test_http_standins_answer_like_the_real_services(spawn, service: str, path: str, body: str) -> None:
     proc, port = standin(spawn, service)
     assert wait_for(answers(f"http://127.0.0.1:{port}{path}"))
-    assert get(f"http://127.0.0.1:{port}{path}") == (200, body)
+    assert http_get(f"http://127.0.0.1:{port}{path}") == (200, body)
     if service == "grafana":
         assert json.loads(body) == {"commit": "stand-in", "database": "ok", "version": "stand-in"}
     assert stop(proc) == 0
@@ -180,7 +165,7 @@ def test_http_standins_answer_like_the_real_services(spawn, service: str, path: 
 def test_node_exporter_serves_prometheus_text_format(spawn) -> None:
     _, port = standin(spawn, "node-exporter")
     assert wait_for(answers(f"http://127.0.0.1:{port}/metrics"))
-    text = get(f"http://127.0.0.1:{port}/metrics")[1]
+    text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
     samples = dict(line.split(" ") for line in text.splitlines() if not line.startswith("#"))
     assert {"node_boot_time_seconds", "node_load1", "node_load5", "node_load15"} <= set(samples)
     assert float(samples["node_boot_time_seconds"]) > 1e9 and float(samples["node_load1"]) >= 0
@@ -403,26 +388,26 @@ def test_health_needs_every_migration_and_redis(spawn, layout: Layout, tmp_path:
     app = spawn("app", [PYTHON, "app.py"], cwd=release, env=layout.env("r1"))
     health = f"http://127.0.0.1:{layout.app_port}/health"
     assert wait_for(answers(health, 503))
-    status, body = get(health)
+    status, body = http_get(health)
     assert json.loads(body)["status"] == "unavailable" and "database" in json.loads(body)["reason"]
     assert not layout.db.exists()  # a health check never creates the database
 
     assert layout.run("r1", "migrate.py").returncode == 0
-    reason = json.loads(get(health)[1])["reason"]
+    reason = json.loads(http_get(health)[1])["reason"]
     assert reason.startswith(f"redis 127.0.0.1:{layout.redis_port}:")
     redis = spawn("redis", [PYTHON, str(STANDIN), "redis", "--bind", "127.0.0.1", "--port",
                             str(layout.redis_port), "--password-file", str(password_file(tmp_path))])
     assert wait_for(answers(health))
-    assert json.loads(get(health)[1]) == {"status": "ok", "release": "r1",
+    assert json.loads(http_get(health)[1]) == {"status": "ok", "release": "r1",
                                           "schema": "002_add_sites_status.sql"}
-    status, page = get(f"http://127.0.0.1:{layout.app_port}/")
+    status, page = http_get(f"http://127.0.0.1:{layout.app_port}/")
     assert status == 200 and "release r1" in page
 
     (release / "migrations" / "003_invoices.sql").write_text("CREATE TABLE invoices (id INTEGER);\n")
-    status, body = get(health)
+    status, body = http_get(health)
     assert status == 503 and json.loads(body)["reason"] == "pending migrations: 003_invoices.sql"
     assert layout.run("r1", "migrate.py").stdout == "migrated 003_invoices.sql (1 statement)\n"
-    assert json.loads(get(health)[1])["schema"] == "003_invoices.sql"
+    assert json.loads(http_get(health)[1])["schema"] == "003_invoices.sql"
 
     assert stop(redis) == 0
     assert wait_for(answers(health, 503))

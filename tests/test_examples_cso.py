@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from deployer import templates
+from deployer.sandbox.endpoint import free_port
 
-from conftest import REPO, wait_for
+from conftest import REPO, http_get, wait_for
 
 CSO = REPO / "examples" / "cso"
 PYTHON = sys.executable  # 3.11 like Debian 12's python3; the programs use its stdlib alone
@@ -43,27 +44,11 @@ HA_OUTPUTS = {**OUTPUTS, "topology": "ha",
               "rabbitmq_hosts": ["10.1.128.13", "10.1.192.13"]}
 STEPS = ("extract the install scripts", "generate the internal TLS certificates",
          "create the database schemas", "signal setup complete")
-# Never through a proxy: every request of this file goes to 127.0.0.1.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with OPENER.open(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def status(url: str) -> int | None:
     try:
-        return get(url)[0]
+        return http_get(url)[0]
     except (urllib.error.URLError, OSError):
         return None
 
@@ -349,7 +334,7 @@ def test_backend_health_waits_for_keystone_and_rabbitmq_and_frontend_follows(spa
     frontend_health = f"http://127.0.0.1:{frontend_port}/health"
     assert wait_for(answers(backend_health, 503)) and wait_for(answers(frontend_health, 503))
     assert wait_for(lambda: "dependency rabbitmq" in log_of(tmp_path, "backend"))
-    body = json.loads(get(backend_health)[1])
+    body = json.loads(http_get(backend_health)[1])
     assert body["status"] == "unavailable" and "keystone" in body["reason"] and "rabbitmq" in body["reason"]
 
     # Keystone alone is not enough.
@@ -359,24 +344,24 @@ def test_backend_health_waits_for_keystone_and_rabbitmq_and_frontend_follows(spa
                    ADMIN_PASSWORD="a"))
     v3 = f"http://127.0.0.1:{keystone_port}/v3"
     assert wait_for(answers(v3))
-    version = json.loads(get(v3)[1])["version"]
+    version = json.loads(http_get(v3)[1])["version"]
     assert version["id"].startswith("v3") and version["status"] == "stable"
     assert version["links"] == [{"rel": "self", "href": f"http://127.0.0.1:{keystone_port}/v3/"}]
-    assert get(f"http://127.0.0.1:{keystone_port}/")[0] == 300
-    assert wait_for(lambda: "keystone" not in json.loads(get(backend_health)[1])["reason"])
+    assert http_get(f"http://127.0.0.1:{keystone_port}/")[0] == 300
+    assert wait_for(lambda: "keystone" not in json.loads(http_get(backend_health)[1])["reason"])
     assert status(backend_health) == 503
 
     rabbit = spawn("rabbitmq", [PYTHON, str(CSO / "rabbitmq/server.py"), "--bind", "127.0.0.1",
                                 "--port", str(rabbit_port), "--cluster-port", str(free_port())],
                    base_env(DEPLOY_RELEASE="r1"))
     alarms = f"http://127.0.0.1:{rabbit_port}/api/health/checks/alarms"
-    assert wait_for(answers(alarms)) and json.loads(get(alarms)[1]) == {"status": "ok"}
+    assert wait_for(answers(alarms)) and json.loads(http_get(alarms)[1]) == {"status": "ok"}
     assert wait_for(answers(backend_health, 200))
-    body = json.loads(get(backend_health)[1])
+    body = json.loads(http_get(backend_health)[1])
     assert body["status"] == "ok" and body["release"] == "r1"
     assert body["checks"]["rabbitmq"] == {f"127.0.0.1:{rabbit_port}": "ok"}
     assert wait_for(answers(frontend_health, 200))
-    page = get(f"http://127.0.0.1:{frontend_port}/")
+    page = http_get(f"http://127.0.0.1:{frontend_port}/")
     assert page[0] == 200 and "release <b>r1</b>, topology <b>single</b>" in page[1]
 
     # Health reflects the latest check: rabbitmq gone, the backend and then the frontend fail.
@@ -406,7 +391,7 @@ def test_rabbitmq_nodes_lists_a_reachable_peer(spawn, tmp_path: Path) -> None:
     assert wait_for(answers(url_a))
 
     def members(url: str) -> dict[str, bool]:
-        return {n["name"]: n["running"] for n in json.loads(get(url)[1])}
+        return {n["name"]: n["running"] for n in json.loads(http_get(url)[1])}
 
     me, peer = f"rabbit@127.0.0.1:{cluster_a}", f"rabbit@127.0.0.1:{cluster_b}"
     assert wait_for(lambda: members(url_a) == {me: True, peer: False})
@@ -439,9 +424,9 @@ def test_ui_forwarder_passes_the_admin_ui_through(spawn, tmp_path: Path) -> None
           base_env(DEPLOY_RELEASE="r7", TOPOLOGY="single", BACKEND_URL="http://127.0.0.1:9/health"))
     through = f"http://127.0.0.1:{forward_port}/"
     assert wait_for(answers(through))
-    assert get(through) == get(f"http://127.0.0.1:{frontend_port}/")
-    assert "release <b>r7</b>" in get(through)[1]
-    assert get(f"http://127.0.0.1:{forward_port}/health")[0] == 503  # no backend: as it is
+    assert http_get(through) == http_get(f"http://127.0.0.1:{frontend_port}/")
+    assert "release <b>r7</b>" in http_get(through)[1]
+    assert http_get(f"http://127.0.0.1:{forward_port}/health")[0] == 503  # no backend: as it is
     first = log_of(tmp_path, "forward").splitlines()[0]
     assert first == (f"ui-forward listening on 127.0.0.1:{forward_port}, forwarding to the frontend"
                      f" at 127.0.0.1:{frontend_port}")
