@@ -216,13 +216,22 @@ class Step:
     once: bool = False
 
 
+SERVICE_CHANGES = ("restart", "reload")
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
+    """A systemd unit a release runs or affects. With a `template` the unit is the release's own
+    (rendered into it, installed, enabled); without one it belongs to the host (nginx, php-fpm)
+    and a release only restarts or reloads it. `on_change`: what a new release does to it;
+    "reload" is `systemctl reload-or-restart` (it starts a unit that is not running)."""
+
     name: str  # systemd unit name without `.service`
-    template: str  # unit file template, relative to the project
+    template: str = ""  # unit file template, relative to the project
     # What runs the service on a host without a running systemd: "none" fails with a
     # clear message; "nohup" starts ExecStart under nohup with a pid file.
     fallback: str = "none"
+    on_change: str = "restart"
 
 
 @dataclass(frozen=True)
@@ -236,7 +245,7 @@ class AppSpec:
     shared_paths: tuple[str, ...] = ()  # directories kept across releases (shared_dirs)
     files: tuple[AppFile, ...] = ()
     health: tuple[HealthCheck, ...] = ()
-    service: ServiceSpec | None = None
+    services: tuple[ServiceSpec, ...] = ()  # in order: the release's own units, then the host's
     shared_files: tuple[str, ...] = ()  # files kept across releases, linked in as files
     steps: tuple[Step, ...] = ()
     # Completion markers the install writes under $HOME (a one-time setup, a bootstrap):
@@ -534,6 +543,35 @@ def _provision(reader: _Reader, raw: Any, prefix: str) -> Provision:
     return Provision(packages, tuple(dirs), tuple(files), tuple(units))
 
 
+def _services(reader: _Reader, a: dict[str, Any], prefix: str) -> tuple[ServiceSpec, ...]:
+    """`[app.service]` (one unit) or `[[app.services]]` (several), never both."""
+    keys = {"name", "template", "fallback", "on_change"}
+    if "service" in a and "services" in a:
+        reader.problem(f"{prefix}: declare either {prefix}.service or [[{prefix}.services]], not both")
+    raw = ([(f"{prefix}.service", reader.table(a["service"], f"{prefix}.service", keys))]
+           if "service" in a else [])
+    raw += [(f"{prefix}.services[{i}]", t) for i, t in enumerate(reader.tables(a, "services", prefix, keys))]
+    services = []
+    for where, t in raw:
+        service = ServiceSpec(name=reader.string(t, f"{where}.name", required=True),
+                              template=reader.string(t, f"{where}.template"),
+                              fallback=reader.string(t, f"{where}.fallback") or "none",
+                              on_change=reader.string(t, f"{where}.on_change") or "restart")
+        if service.name and not UNIT_NAME.fullmatch(service.name):
+            reader.problem(f"{where}.name {_shown(service.name)} is not a systemd unit name")
+        if service.fallback not in ("none", "nohup"):
+            reader.problem(f"{where}.fallback must be 'none' or 'nohup', not {service.fallback!r}")
+        if service.fallback == "nohup" and not service.template:
+            reader.problem(f"{where}.fallback = 'nohup' needs a template (its ExecStart is what runs)")
+        if service.on_change not in SERVICE_CHANGES:
+            reader.problem(f"{where}.on_change must be 'restart' or 'reload', not {service.on_change!r}")
+        services.append(service)
+    names = [s.name for s in services]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        reader.problem(f"{prefix}.services: {name!r} is declared twice")
+    return tuple(services)
+
+
 def _users(reader: _Reader, raw: Any) -> UsersSpec | None:
     if raw is None:
         return None
@@ -656,7 +694,7 @@ def _hosts(reader: _Reader, raw: Any, prefix: str = "hosts") -> HostsSpec:
 
 def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
     keys = {"repo_variable", "ref_variable", "root", "install", "keep_releases", "log_command",
-            "shared_paths", "shared_dirs", "shared_files", "files", "health", "service", "steps",
+            "shared_paths", "shared_dirs", "shared_files", "files", "health", "service", "services", "steps",
             "markers"}
     a = reader.table(raw, prefix, keys)
     files = tuple(
@@ -711,16 +749,7 @@ def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
     for i, check in enumerate(health):
         if bool(check.command) == bool(check.url):
             reader.problem(f"{prefix}.health[{i}] needs exactly one of 'command' or 'url'")
-    service = None
-    if "service" in a:
-        s = reader.table(a["service"], f"{prefix}.service", {"name", "template", "fallback"})
-        service = ServiceSpec(
-            name=reader.string(s, f"{prefix}.service.name", required=True),
-            template=reader.string(s, f"{prefix}.service.template", required=True),
-            fallback=reader.string(s, f"{prefix}.service.fallback") or "none",
-        )
-        if service.fallback not in ("none", "nohup"):
-            reader.problem(f"{prefix}.service.fallback must be 'none' or 'nohup', not {service.fallback!r}")
+    services = _services(reader, a, prefix)
     markers = reader.strings(a, f"{prefix}.markers")
     for marker in markers:
         if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", marker) or ".." in marker.split("/"):
@@ -738,7 +767,7 @@ def _app(reader: _Reader, raw: Any, prefix: str = "app") -> AppSpec:
         shared_paths=shared_dirs,
         files=files,
         health=health,
-        service=service,
+        services=services,
         shared_files=shared_files,
         steps=steps,
     )

@@ -715,11 +715,22 @@ def test_17_bad_migration_and_a_failed_switch_roll_back(sandbox: Sandbox) -> Non
     assert chom_release(sandbox) == serving
     assert len(notify.read_text().splitlines()) == 2
 
+    def main_pids() -> list[str]:
+        return ssh(sandbox, f"stilgar@{CHOM[1]}",
+                   "systemctl show -p MainPID --value nginx chom-worker").stdout.split()
+
     push_to(sandbox, "chom", lambda work: (work / "app.py").write_text(
         (work / "app.py").read_text().removeprefix(BROKEN)), "fix the release")
+    nginx, worker = main_pids()
     fixed = sandbox.deploy("chom", "demo", "apply", "-y")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert chom_release(sandbox) != serving
+    # The app's services at the switch: nginx reloaded (same master), the worker restarted, enabled.
+    assert "systemd: chom-app restarted, nginx reloaded, chom-worker restarted" in fixed.stderr
+    now = main_pids()
+    assert now[0] == nginx and now[1] not in (worker, "0"), (nginx, worker, now)
+    enabled = ssh(sandbox, f"stilgar@{CHOM[1]}", "systemctl is-enabled chom-worker").stdout
+    assert enabled.strip() == "enabled"
 
 
 def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:

@@ -4,6 +4,7 @@ hosts; `edge` is the shipped edge stack."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from deployer.hosts.planner import CONFIG, Found, plan_host, run_order
 from deployer.process import pids_naming
+from deployer.stacks import load_stack
 
 from conftest import DEPLOY, Project, result_of, wait_for
 
@@ -686,6 +689,15 @@ def test_lifecycle_steps_shared_files_and_an_after_switch_failure(
     assert notify.read_text() == f"health check 'serving' on {hosts[0].address}\n"  # exactly once
     shared = hosts[0].home / "tier" / "shared" / "config" / "app.env"
     assert shared.is_file() and not shared.is_symlink() and shared.read_text() == "KEPT=1\n"
+    # The runner took exactly the planner's steps, failure tail included.
+    app = load_stack(project.path, "lifecycle").apps["tier"]
+    manifest = json.loads((hosts[0].home / "tier" / "current" / ".deploy" / "manifest.json").read_text())
+    plan = plan_host(app, Found(release.removeprefix("releases/"), "old", manifest["sha"]),
+                     fingerprint="new", sha=manifest["sha"])
+    log = max((project.path / ".deployer" / "logs").glob("*-lifecycle-stage-apply.log")).read_text()
+    ran = re.findall(rf"\[root@{re.escape(hosts[0].address)}\] steps run: (.*)", log)
+    assert ran and ran[-1] == ", ".join(run_order(app, plan, fails="health:after_switch"))
+    assert "restore" in ran[-1] and plan.change == CONFIG
 
 
 def test_a_full_disk_is_named_not_gits_last_line(project: Project, ssh_hosts, app_origin,
@@ -716,8 +728,8 @@ def test_plan_previews_each_host_without_changing_it_or_showing_a_value(
                          check=True).stdout.split()[0]
     assert (f"host     root@{host.address}  planned   no release (-) -> {sha[:7]}; new commit;"
             " files: .env.deployment, dashboard_backend/.env.docker, dashboard_frontend/.env.docker,"
-            " frp_config/frps.toml; steps: lock, fetch, upload, install:install.sh, switch,"
-            " health:after_switch, prune, audit, unlock") in fresh.stdout
+            " frp_config/frps.toml; steps: lock, fetch, upload, install:install.sh, health,"
+            " switch, prune, audit, unlock") in fresh.stdout
     assert "OK: plan has changes" in fresh.stdout
     assert not (host.home / "web").exists()  # read-only
     assert project.deploy("web", "stage").returncode == 0

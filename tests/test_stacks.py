@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deployer.errors import ConfigError
-from deployer.stacks import Phase, load_stack, parse_stack, read_text, stack_names
+from deployer.stacks import Phase, ServiceSpec, load_stack, parse_stack, read_text, stack_names
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ KEYS = st.sampled_from(["description", "terraform", "variables", "hosts", "app",
                         "required", "optional", "secrets", "source", "output", "variable", "port",
                         "parallel", "ready_timeout", "repo_variable", "ref_variable", "files",
                         "health", "service", "template", "path", "secret", "name", "url", "retries",
-                        "interval", "deadline", "keep_releases", "fallback", "x"])
+                        "interval", "deadline", "keep_releases", "fallback", "services", "on_change", "x"])
 STACK_DATA = st.recursive(
     st.dictionaries(KEYS, TOML_VALUES, max_size=6),
     lambda inner: st.dictionaries(KEYS, st.one_of(inner, st.lists(inner, max_size=2), TOML_VALUES),
@@ -155,6 +155,35 @@ def test_every_problem_with_roles_and_phases_is_named() -> None:
         "x.toml: role 'a' must be in exactly one phase (it is in 2)",
         "x.toml: role 'b' must be in exactly one phase (it is in 0)",
         "x.toml: apps.svc.ref_variable names 'nope', which is not declared in [variables]",
+    )
+
+
+def test_services_one_table_or_several_with_what_a_release_does_to_each() -> None:
+    chom = load_stack(REPO, "chom").apps["chom"]
+    assert chom.services == (
+        ServiceSpec("chom-app", "examples/chom/units/chom-app.service.j2"),
+        ServiceSpec("nginx", on_change="reload"), ServiceSpec("chom-worker"))
+    edge = load_stack(REPO, "edge").app
+    assert edge is not None and [(s.name, s.fallback) for s in edge.services] == [("chronos-edge", "nohup")]
+    app = {"repo_variable": "repo", "ref_variable": "ref", "root": "r"}
+    data = {
+        "variables": {"required": ["repo", "ref"]},
+        "apps": {"a": {**app, "service": {"name": "x", "template": "x.j2"}, "services": []},
+                 "b": {**app, "services": [
+                     {"name": "../etc/passwd", "template": "t"}, {"name": "ok", "on_change": "bounce"},
+                     {"name": "nginx", "fallback": "nohup"}, {"name": "ok"}]}},
+        "roles": {"a": {"source": "env", "variable": "repo", "app": "a"},
+                  "b": {"source": "env", "variable": "repo", "app": "b"}},
+        "phases": [{"roles": ["a", "b"]}],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_stack("x", Path("x.toml"), data)
+    assert err.value.problems == (
+        "x.toml: apps.a: declare either apps.a.service or [[apps.a.services]], not both",
+        "x.toml: apps.b.services[0].name '../etc/passwd' is not a systemd unit name",
+        "x.toml: apps.b.services[1].on_change must be 'restart' or 'reload', not 'bounce'",
+        "x.toml: apps.b.services[2].fallback = 'nohup' needs a template (its ExecStart is what runs)",
+        "x.toml: apps.b.services: 'ok' is declared twice",
     )
 
 

@@ -201,11 +201,27 @@ def has_systemd() -> str:
     return "test -d /run/systemd/system"
 
 
-def install_unit(unit_path: str, name: str) -> str:
+def service_units(install: list[tuple[str, str]], changes: list[tuple[str, str]]) -> str:
+    """Install the release's unit files (`(path, name)`), enable every unit (so it runs after a
+    reboot), then `(on_change, name)` for each in order: "restart", or "reload"
+    (`reload-or-restart`: a unit that is not running starts).
+
+    >>> service_units([("/r/.deploy/app.service", "app")], [("restart", "app"), ("reload", "nginx")]
+    ...               ).replace('$( [ "$(id -u)" = 0 ] || echo "sudo -n" ) ', "").split(" && ")
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['install -m 0644 /r/.deploy/app.service /etc/systemd/system/app.service',
+     'systemctl daemon-reload', 'systemctl enable --quiet -- app.service nginx.service',
+     'systemctl restart -- app.service', 'systemctl reload-or-restart -- nginx.service']
+    """
     sudo = '$( [ "$(id -u)" = 0 ] || echo "sudo -n" )'
-    return (f"{sudo} install -m 0644 {q(unit_path)} /etc/systemd/system/{q(name)}.service"
-            f" && {sudo} systemctl daemon-reload && {sudo} systemctl enable {q(name)}"
-            f" && {sudo} systemctl restart {q(name)}")
+    parts = [f"{sudo} install -m 0644 {q(path)} /etc/systemd/system/{q(name + '.service')}"
+             for path, name in install]
+    parts += [f"{sudo} systemctl daemon-reload"] if install else []
+    if changes:
+        parts.append(f"{sudo} systemctl enable --quiet -- {' '.join(q(n + '.service') for _, n in changes)}")
+    verbs = {"restart": "restart", "reload": "reload-or-restart"}
+    parts += [f"{sudo} systemctl {verbs[change]} -- {q(name + '.service')}" for change, name in changes]
+    return " && ".join(parts)
 
 
 # A strict env file reader in POSIX sh, for the fallback supervisor: it exports what systemd's

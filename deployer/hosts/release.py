@@ -1,19 +1,22 @@
-"""One host's deploy, as probe → act → report.
+"""One host's deploy, as probe → plan → run → report.
 
-    wait for the ready marker → probe (the ref's commit, current release, fingerprint, lock)
-    → unchanged? stop → lock → new release dir (clone at the sha, or a copy of current for a
-    config-only change) → upload changed files (0600 for secrets) → install script → service
-    → health checks → switch `current` atomically → prune old releases → audit line → unlock
+The probe (one round trip) finds the current release, fingerprint, manifest and lock; the
+planner (`planner.plan_host`, pure) turns that and what the host should have into named steps:
 
-Each arrow is not a round trip: steps that need no answer in between share one command (the
-probe resolves the ref; lock, listing and staging go together; so do the final switch, prune,
-audit and unlock), and an http:// health check travels through the SSH connection itself, so
-a poll starts no process on the host. A fleet of small hosts spends its time in the app, not
-in the tool.
+    lock → new release dir (clone at the sha, or a copy of current for a config-only change)
+    → upload changed files (0600 for secrets) → lifecycle steps and the install script → checks
+    → switch `current` and restart or reload the services → checks → prune → audit → unlock
 
-A failed health check leaves `current` where it was and restarts the previous release, so it
-keeps serving. Config-only changes make a new release too (a copy of current with the changed
-files), so `deploy rollback` can go back to the previous configuration.
+and `_Run` executes them. Each arrow is not a round trip: steps that need no answer in between
+share one command (`trips`: lock, listing and staging go together; so do the switch and the
+services; so do prune, audit and unlock), and an http:// health check travels through the SSH
+connection itself, so a poll starts no process on the host. A fleet of small hosts spends its
+time in the app, not in the tool.
+
+A failed step or check leaves `current` where it was (or switches it back) and restarts the
+previous release, so it keeps serving (`planner.failure_tail`). Config-only changes make a new
+release too (a copy of current with the changed files), so `deploy rollback` can go back to the
+previous configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from deployer import templates
 from deployer.config import EnvConfig, Settings
 from deployer.errors import HostError, Interrupted
 from deployer.hosts import commands as cmd
+from deployer.hosts import planner
 from deployer.hosts.address import Host
 from deployer.lock import is_stale
 from deployer.results import (
@@ -48,7 +52,7 @@ from deployer.results import (
     Progress,
     StepResult,
 )
-from deployer.stacks import HealthCheck, Stack
+from deployer.stacks import STEP_POINTS, HealthCheck, Stack, Step
 
 if TYPE_CHECKING:  # the SSH libraries load when a host is reached, not for validation
     from deployer.hosts.connection import Remote, Result
@@ -99,11 +103,11 @@ class Pin:
 @dataclass(frozen=True)
 class Rendered:
     """What a host should have: the commit, the rendered files (path → content, secret) and
-    the service unit, summarised by a fingerprint."""
+    the release's own service units (name → content), summarised by a fingerprint."""
 
     sha: str
     files: dict[str, tuple[bytes, bool]]
-    unit: bytes
+    units: dict[str, bytes]
     fingerprint: str
 
     @property
@@ -129,16 +133,19 @@ def render(stack: Stack, env: EnvConfig, project: Path, host: Host, sha: str,
     ctx = context(stack, env, host, outputs)
     files = {f.path: (templates.render_file(project / f.template, ctx, f.format).encode(), f.secret)
              for f in stack.app.files}
-    unit = b""
-    if stack.app.service is not None:
-        unit = templates.render_file(project / stack.app.service.template, ctx).encode()
-    digest = hashlib.sha256()
-    digest.update(json.dumps({
+    services = stack.app.services
+    units = {s.name: templates.render_file(project / s.template, ctx).encode()
+             for s in services if s.template}
+    summary = {
         "sha": sha, "install": stack.app.install,
         "files": sorted((p, hashlib.sha256(c).hexdigest(), s) for p, (c, s) in files.items()),
-        "unit": hashlib.sha256(unit).hexdigest(), "shared": list(stack.app.shared_paths),
-    }, sort_keys=True).encode())
-    return Rendered(sha, files, unit, digest.hexdigest()[:16])
+        "unit": hashlib.sha256(b"".join(units.values())).hexdigest(),
+        "shared": list(stack.app.shared_paths),
+    }
+    if len(services) > 1 or any(s.on_change != "restart" or not s.template for s in services):
+        summary["services"] = [[s.name, s.on_change, bool(s.template)] for s in services]
+    digest = hashlib.sha256(json.dumps(summary, sort_keys=True).encode())
+    return Rendered(sha, files, units, digest.hexdigest()[:16])
 
 
 def release_name(sha: str, now: float) -> str:
@@ -268,43 +275,52 @@ def _check_once(remote: Remote, check: HealthCheck, target: str, progress: Progr
     return remote.run(cmd.health_url(target), timeout=30, what=f"health check {check.name}").ok
 
 
-def start_service(remote: Remote, stack: Stack, root: str, release: str, progress: Progress, *,
-                  systemd: bool | None = None, unit: str | None = None, first: str = "") -> str:
-    """Install and (re)start the stack's service; say how. `systemd` and `unit` save a round
-    trip each when the caller knows them already; `first` is a command to run before, in the
-    same round trip (switching `current`)."""
+def start_services(remote: Remote, stack: Stack, root: str, release: str, progress: Progress, *,
+                   systemd: bool | None = None, units: Mapping[str, str] | None = None,
+                   first: str = "") -> str:
+    """Install the release's units and restart or reload every service, in one round trip; say
+    how. `systemd` and `units` (name → content) save a round trip each when the caller knows
+    them already; `first` is a command to run before, in the same round trip (switching
+    `current`). A host without systemd runs each unit with `fallback = "nohup"` under nohup."""
     app = stack.app
-    assert app is not None and app.service is not None
-    service = app.service
-    unit_path = f"{release}/{cmd.META_DIR}/{service.name}.service"
+    assert app is not None and app.services
+    paths = {s.name: f"{release}/{cmd.META_DIR}/{s.name}.service" for s in app.services if s.template}
+    changes = [(s.on_change, s.name) for s in app.services]
+    said = ", ".join(f"{s.name} {s.on_change}ed" for s in app.services)
     if systemd is None:
         systemd = remote.run(cmd.has_systemd(), timeout=30).ok
     if systemd:
-        remote.run(cmd.then(first, cmd.install_unit(unit_path, service.name)), timeout=120,
-                   check=True, what=f"systemctl restart {service.name}")
-        return f"systemd unit {service.name} restarted"
-    if service.fallback != "nohup":
-        raise HostError(
-            f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
-            f" {service.name}.service cannot be started; the unit is at {unit_path}. Declare"
-            f" app.service.fallback = \"nohup\" in {stack.path} to run it without systemd")
-    if unit is None:
-        unit = remote.run(cmd.read_file(unit_path), timeout=30, check=True).stdout
-    fields = _unit_fields(unit)
-    if "ExecStart" not in fields:
-        raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
-    argv = exec_argv(fields["ExecStart"], remote.home)
-    if isinstance(argv, str):
-        raise HostError(f"{remote.host}: {service.name}.service: ExecStart {argv}, which the"
-                        " nohup fallback cannot run")
-    workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
-    env_files = [f.lstrip("-").replace("%h", remote.home)
-                 for f in fields.get("EnvironmentFile", "").split()]
-    remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
-               timeout=60, check=True, what=f"start {service.name} (nohup)")
-    progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
-             " (the stack's fallback supervisor), not as a systemd service")
-    return f"{service.name} started under nohup (host has no systemd)"
+        remote.run(cmd.then(first, cmd.service_units(list(paths.items()), changes)), timeout=120,
+                   check=True, what=f"systemctl: {said}")
+        progress(f"[{remote.host}] systemd: {said}")
+        return f"systemd: {said}"
+    started = []
+    for service in app.services:
+        if service.fallback != "nohup":
+            raise HostError(
+                f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
+                f" {service.name}.service cannot be {service.on_change}ed. Declare fallback ="
+                f" \"nohup\" for it in {stack.path} to run the release's own unit without systemd")
+        unit = (units or {}).get(service.name)
+        if unit is None:
+            unit = remote.run(cmd.read_file(paths[service.name]), timeout=30, check=True).stdout
+        fields = _unit_fields(unit)
+        if "ExecStart" not in fields:
+            raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
+        argv = exec_argv(fields["ExecStart"], remote.home)
+        if isinstance(argv, str):
+            raise HostError(f"{remote.host}: {service.name}.service: ExecStart {argv}, which the"
+                            " nohup fallback cannot run")
+        workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
+        env_files = [f.lstrip("-").replace("%h", remote.home)
+                     for f in fields.get("EnvironmentFile", "").split()]
+        remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
+                   timeout=60, check=True, what=f"start {service.name} (nohup)")
+        first = ""
+        progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
+                 " (the stack's fallback supervisor), not as a systemd service")
+        started.append(service.name)
+    return f"{', '.join(started)} started under nohup (host has no systemd)"
 
 
 def exec_argv(exec_start: str, home: str) -> list[str] | str:
@@ -342,13 +358,12 @@ def _unit_fields(unit: str) -> dict[str, str]:
 def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
                 outputs: Mapping[str, object], progress: Progress,
                 cancel: Cancel = NEVER, pin: Pin | None = None, lead: bool = True) -> HostResult:
-    """Make one host match the env file; see the module docstring for the steps. Round trips:
-    probe, lock+stage, uploads (SFTP), install, switch+service, health, finish, plus one per
-    lifecycle step the app declares. `lead`: this host runs the app's `once` steps."""
+    """Make one host match the env file: probe, plan (`planner.plan_host`), run the plan. Round
+    trips: probe, lock+stage, uploads (SFTP), install, switch+services, health, finish, plus one
+    per lifecycle step the app declares. `lead`: this host runs the app's `once` steps."""
     app, hosts = stack.app, stack.hosts
     assert app is not None and hosts is not None
     host = remote.host
-    say = lambda text: progress(f"[{host}] {text}")  # noqa: E731
     remote.open()
     repo, ref = env.values[app.repo_variable], env.values[app.ref_variable]
     pin = pin or Pin()
@@ -361,135 +376,271 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     resolved = pinned or resolve_sha(host, repo, ref, state)
     sha = pin.fix(resolved)
     if sha != resolved:
-        say(f"{ref} now names {resolved[:7]} here, but the fleet deploys {sha[:7]}: staying with it")
+        progress(f"[{host}] {ref} now names {resolved[:7]} here, but the fleet deploys {sha[:7]}:"
+                 " staying with it")
     wanted = render(stack, env, settings.project, host, sha, outputs)
-    if state.get("fingerprint") == wanted.fingerprint:
+    found, manifest = found_on_host(state)
+    plan = planner.plan_host(app, found, fingerprint=wanted.fingerprint, sha=sha, lead=lead)
+    if plan.change == planner.NONE:
         return _check_unchanged(remote, stack, env, root, state, wanted, outputs, progress)
-    name = pin.release(sha)
-    release = f"{root}/releases/{name}"
-    previous = state.get("current", "")
-    plan = _plan_release(root, release, previous, state.get("manifest", ""), wanted, stack, repo)
-    say(plan.says)
-    info = lock_info(stack, env, "deploying", f"{ref} {sha[:7]}")
-    begin = take_lock(remote, root, cmd.begin_release(root, info, plan.stage), say)
-    if begin.code == cmd.LOCK_HELD:
-        return lock_held(remote, stack, env, begin.stdout)
-    locked = True
-    steps: list[StepResult] = []
+    run = _Run(remote, stack, env, settings, progress=progress, cancel=cancel, root=root,
+               name=pin.release(sha), wanted=wanted, found=found, manifest=manifest, outputs=outputs,
+               ref=ref, repo=repo, systemd=state.get("systemd") == "yes")
+    return run.execute(plan)
+
+
+def found_on_host(state: Mapping[str, str]) -> tuple[planner.Found, dict[str, Any]]:
+    """The planner's view of what `probe` found, and the current release's manifest."""
+    current = state.get("current", "").removeprefix("releases/")
     try:
-        if begin.code == cmd.STAGE_FAILED:
-            raise HostError(f"{host}: {plan.what} failed: {remote.log.masker.mask(begin.last_line)}")
-        steps.append(StepResult("release", CHANGED, release))
-        for path in plan.upload:
-            content, secret = wanted.files[path]
-            remote.put(content, f"{release}/{path}", mode=0o600 if secret else 0o644)
-        if plan.upload:
-            steps.append(StepResult("files", CHANGED, ", ".join(plan.upload)))
-        remote.put(json.dumps(wanted.manifest, indent=1).encode(),
-                   f"{release}/{cmd.META_DIR}/manifest.json", mode=0o644)
-        if app.service is not None:
-            remote.put(wanted.unit, f"{release}/{cmd.META_DIR}/{app.service.name}.service",
-                       mode=0o644)
-        cancel.check(host)
-        context_env = step_env(stack, env, remote.host, root, name, sha)
-        ctx = context(stack, env, host, outputs)
-
-        def fail(what: str) -> HostResult:
-            """A step or check failed: audit, on_failure steps, the previous release back."""
-            _audit(remote, root, ref, sha, wanted.fingerprint, f"failed: {what}")
-            _steps(remote, stack, settings, "on_failure", release,
-                   {**context_env, "DEPLOY_FAILED": what}, lead, say, steps, check=False)
-            restored = _restore(remote, stack, env, root, previous, say)
-            return HostResult(str(host), FAILED, f"{what} failed on {host}; release {name} not"
-                              f" made current; {restored}", name, wanted.fingerprint, tuple(steps))
-
-        if failed_step := _steps(remote, stack, settings, "before_deploy", release, context_env,
-                                 lead, say, steps, stop=cancel.event):
-            return fail(failed_step)
-        say(f"running {app.install}")
-        script = remote.run(cmd.run_script(release, app.install, context_env),
-                            on_line=lambda line: say(f"  {line}"), what=app.install,
-                            stop=cancel.event)
-        if cancel.event.is_set():  # Ctrl-C stopped the install, which may have stopped the old
-            _restore(remote, stack, env, root, previous, say)  # release: bring that back
-            cancel.check(host)
-        if not script.ok:
-            return fail(f"{app.install} (exit {script.code})")
-        steps.append(StepResult("install", CHANGED, f"ran {app.install}"))
-        for point in ("build", "migrate"):
-            if failed_step := _steps(remote, stack, settings, point, release, context_env, lead,
-                                     say, steps, stop=cancel.event):
-                return fail(failed_step)
-        if cancel.event.is_set():
-            _restore(remote, stack, env, root, previous, say)
-            cancel.check(host)
-        # The steps make the release ready (caches, permissions), then the checks test it.
-        if failed_step := _steps(remote, stack, settings, "before_switch", release, context_env,
-                                 lead, say, steps, stop=cancel.event):
-            return fail(failed_step)
-        if failed := health(remote, _checks(app, "before_switch"), release, ctx, progress):
-            return fail(f"health check '{failed}' (before the switch)")
-        if app.service is not None:
-            # The unit runs from `current`: switch first, and switch back if the checks fail.
-            steps.append(StepResult("service", CHANGED, start_service(
-                remote, stack, root, release, progress, systemd=state.get("systemd") == "yes",
-                unit=wanted.unit.decode(), first=cmd.switch_current(root, name))))
-        elif app.steps_at("after_switch") or _checks(app, "after_switch"):
-            remote.run(cmd.switch_current(root, name), timeout=30, check=True, what="switch current")
-            steps.append(StepResult("current", CHANGED, f"switched to {name}"))
-        if failed_step := _steps(remote, stack, settings, "after_switch", release, context_env,
-                                 lead, say, steps, stop=cancel.event):
-            return fail(failed_step)
-        failed = health(remote, _checks(app, "", "after_switch"), release, ctx, progress)
-        if failed is None and cancel.event.is_set():
-            _restore(remote, stack, env, root, previous, say)
-            cancel.check(host)
-        if failed is not None:
-            return fail(f"health check '{failed}'")
-        doomed = releases_to_prune(f"{begin.stdout}\n{name} ok", app.keep_releases, name)
-        finish = cmd.finish_release(root, release, name, wanted.fingerprint, doomed,
-                                    _audit_line(ref, sha, wanted.fingerprint, "ok"))
-        done = remote.run(finish, timeout=120, what="switch current")
-        locked = False  # the finish released it, whatever else it did
-        if not done.ok:
-            raise HostError(f"{host}: switching current to {name} failed:"
-                            f" {remote.log.masker.mask(done.last_line)}")
-        steps.append(StepResult("current", CHANGED, f"now {name}"))
-        what = (f"config only: {', '.join(plan.changed)}" if plan.changed is not None
-                else f"new commit {sha[:7]}")
-        return HostResult(str(host), CHANGED, f"{what}; reran {app.install}", name,
-                          wanted.fingerprint, tuple(steps))
-    finally:
-        if locked:
-            try:
-                remote.run(cmd.release_lock(root), timeout=30, what="unlock")
-            except HostError:
-                pass  # the connection is gone; the next run sees the holder is dead and breaks it
+        manifest = json.loads(state.get("manifest") or "{}") if current else {}
+    except ValueError:
+        manifest = {}  # unreadable: treated as another commit, which rebuilds everything
+    manifest = manifest if isinstance(manifest, dict) else {}
+    lock = state.get("lock", "").strip()
+    return planner.Found(current, state.get("fingerprint", "") if current else "",
+                         str(manifest.get("sha", "")), lock, bool(lock) and is_stale(lock)), manifest
 
 
-def planned_steps(app: Any, change: str) -> list[str]:
-    """The steps a deploy runs on a host, by name, for a `change` of "commit" (a clone),
-    "config" (a copy of current with new files) or "none" (only the health checks).
+def trips(steps: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The plan's steps as round trips: the lock and the staging of the release directory go
+    together (their outcomes are told apart by exit code), so do the switch and the services'
+    restarts, and prune, audit and unlock; every other step is its own trip.
 
-    >>> from deployer.stacks import AppSpec
-    >>> planned_steps(AppSpec("r", "f", "app"), "config")
-    ['lock', 'copy', 'upload', 'install:install.sh', 'switch', 'prune', 'audit', 'unlock']
+    >>> trips(("lock", "fetch", "upload", "install:i.sh", "switch", "restart:a", "prune", "audit", "unlock"))
+    [('lock', 'fetch'), ('upload',), ('install:i.sh',), ('switch', 'restart:a'), ('prune', 'audit', 'unlock')]
     """
-    if change == "none":
-        return ["health"] if app.health else []
-    steps = ["lock", "copy" if change == "config" else "fetch"]
-    steps += ["link_shared"] if app.shared_paths or app.shared_files else []
-    steps += ["upload"]
-    named = lambda point: [f"{point}:{s.name}" + (" (once)" if s.once else "")  # noqa: E731
-                           for s in app.steps_at(point)]
-    steps += named("before_deploy") + [f"install:{app.install}"] + named("build") + named("migrate")
-    steps += named("before_switch")
-    steps += ["health:before_switch"] if _checks(app, "before_switch") else []
-    steps += ["switch"]
-    steps += [f"restart:{app.service.name}"] if app.service is not None else []
-    steps += named("after_switch")
-    steps += ["health:after_switch"] if _checks(app, "", "after_switch") else []
-    return steps + ["prune", "audit", "unlock"]
+    joins = {"lock": ("fetch", "copy", "link_shared"), "switch": ("restart", "reload"),
+             "prune": ("audit", "unlock")}
+    out: list[tuple[str, ...]] = []
+    for step in steps:
+        kind = step.split(":", 1)[0]
+        if out and kind in joins.get(out[-1][0].split(":", 1)[0], ()) and (
+                out[-1][0] != "prune" or kind in ("audit", "unlock")):
+            out[-1] = (*out[-1], step)
+        else:
+            out.append((step,))
+    return out
+
+
+CANCELLED = "cancelled"  # a step handler's answer when Ctrl-C stopped the step
+
+
+class _Run:
+    """One execution of a host plan: each round trip (`trips`) by the handler of its first
+    step, in order. A handler returns None when its steps succeeded, CANCELLED, or what failed;
+    a failure or Ctrl-C runs the plan's failure tail (`planner.failure_tail`). An exception (a
+    lost connection) runs nothing more over that connection but the unlock."""
+
+    def __init__(self, remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
+                 progress: Progress, cancel: Cancel, root: str, name: str, wanted: Rendered,
+                 found: planner.Found, manifest: dict[str, Any], outputs: Mapping[str, object],
+                 ref: str, repo: str, systemd: bool) -> None:
+        assert stack.app is not None
+        self.remote, self.stack, self.env, self.settings, self.app = remote, stack, env, settings, stack.app
+        self.progress, self.cancel, self.root, self.name = progress, cancel, root, name
+        self.wanted, self.found, self.outputs, self.ref, self.repo = wanted, found, outputs, ref, repo
+        self.systemd, self.manifest = systemd, manifest
+        self.host = remote.host
+        self.release = f"{root}/releases/{name}"
+        self.context_env = step_env(stack, env, remote.host, root, name, wanted.sha)
+        self.ctx = context(stack, env, remote.host, outputs)
+        self.locked = False
+        self.listing = ""  # the releases, as `list_releases` printed them under the lock
+        self.upload: list[str] = []
+        self.done: list[StepResult] = []
+        self.ran: list[str] = []  # the plan's steps as they run, for the run log
+
+    def say(self, text: str) -> None:
+        self.progress(f"[{self.host}] {text}")
+
+    def execute(self, plan: planner.HostPlan) -> HostResult:
+        self.plan = plan
+        ran = ""
+        handlers: dict[str, Callable[[tuple[str, ...]], str | HostResult | None]] = {
+            "break_lock": self._break_lock, "lock": self._lock, "upload": self._upload,
+            "install": self._install, "health": self._health, "switch": self._switch,
+            "prune": self._finish, **{point: self._step for point in STEP_POINTS}}
+        try:
+            for trip in trips(plan.steps):
+                if self.cancel.event.is_set():
+                    return self._fail(ran, "", cancelled=True)
+                outcome = handlers[trip[0].split(":", 1)[0]](trip)
+                if isinstance(outcome, HostResult):
+                    self.ran.append(trip[0])
+                    return outcome
+                self.ran.extend(trip)
+                ran = trip[-1]
+                if outcome is not None:
+                    return self._fail(ran, outcome, cancelled=outcome == CANCELLED)
+            what = (f"config only: {', '.join(self.upload)}" if plan.change == planner.CONFIG
+                    else f"new commit {self.wanted.sha[:7]}")
+            return HostResult(str(self.host), CHANGED, f"{what}; reran {self.app.install}", self.name,
+                              self.wanted.fingerprint, tuple(self.done))
+        finally:
+            if self.locked:
+                try:
+                    self.remote.run(cmd.release_lock(self.root), timeout=30, what="unlock")
+                except HostError:
+                    pass  # the connection is gone; the next run sees the holder is dead and breaks it
+            self.remote.log.write(f"[{self.host}] steps run: {', '.join(self.ran)}")
+
+    def _fail(self, step: str, what: str, *, cancelled: bool) -> HostResult:
+        """The failure tail of `step`, then the result (or, cancelled, Interrupted)."""
+        if not step:  # Ctrl-C before anything ran
+            self.cancel.check(self.host)
+        restored = (f"current stays {self.found.current}" if self.found.current
+                    else "there was no previous release to keep serving")
+        for tail in planner.failure_tail(self.app, self.plan, step, cancelled=cancelled):
+            self.ran.append(tail)
+            kind, _, arg = tail.partition(":")
+            if kind == "audit":
+                _audit(self.remote, self.root, self.ref, self.wanted.sha, self.wanted.fingerprint,
+                       "cancelled" if cancelled else f"failed: {what}")
+            elif kind == "on_failure":
+                self._run_step(self._spec("on_failure", arg), {**self.context_env, "DEPLOY_FAILED": what},
+                               check=False)
+            elif kind == "restore":
+                restored = _restore(self.remote, self.stack, self.env, self.root, self.found.current,
+                                    self.say)
+            elif kind == "unlock":
+                self.remote.run(cmd.release_lock(self.root), timeout=30, what="unlock")
+                self.locked = False
+        if cancelled:
+            self.cancel.check(self.host)
+        if step in ("fetch", "copy", "link_shared"):
+            raise HostError(f"{self.host}: {what}")
+        return HostResult(str(self.host), FAILED, f"{what} failed on {self.host}; release {self.name}"
+                          f" not made current; {restored}", self.name, self.wanted.fingerprint,
+                          tuple(self.done))
+
+    def _break_lock(self, trip: tuple[str, ...]) -> None:
+        self.say(f"breaking a stale deploy lock ({self.found.lock}): that process is gone")
+        self.remote.run(cmd.break_lock(self.root, self.found.lock), timeout=30, what="break stale lock")
+        return None
+
+    def _lock(self, trip: tuple[str, ...]) -> str | HostResult | None:
+        """Lock, list the releases, build the release directory (a clone or a copy of current,
+        the shared paths linked in), in one round trip."""
+        app, release, previous = self.app, self.release, f"{self.root}/releases/{self.found.current}"
+        stage = []
+        if "copy" in trip:
+            self.upload = sorted(p for p, h in self.wanted.manifest["files"].items()
+                                 if self.manifest.get("files", {}).get(p) != h)
+            stage.append(cmd.copy_release(previous, release))
+            self.say(f"same commit {self.wanted.sha[:7]}; config changed:"
+                     f" {', '.join(self.upload) or 'service unit'}")
+        else:
+            self.upload = sorted(self.wanted.files)
+            stage.append(cmd.fetch_release(self.repo, self.wanted.sha, release))
+            self.say(f"fetching {self.wanted.sha[:7]} into {release}")
+        if "link_shared" in trip:
+            stage.append(cmd.link_shared(self.root, release, app.shared_paths, app.shared_files))
+        stage.append(cmd.make_dirs([os.path.dirname(f"{release}/{p}") for p in self.upload]
+                                   + [f"{release}/{cmd.META_DIR}"]))
+        info = lock_info(self.stack, self.env, "deploying", f"{self.ref} {self.wanted.sha[:7]}")
+        begin = take_lock(self.remote, self.root, cmd.begin_release(self.root, info, stage), self.say)
+        if begin.code == cmd.LOCK_HELD:
+            return lock_held(self.remote, self.stack, self.env, begin.stdout)
+        self.locked = True
+        self.listing = begin.stdout
+        if begin.code == cmd.STAGE_FAILED:
+            return (f"{'copy release' if 'copy' in trip else 'git clone'} failed:"
+                    f" {self.remote.log.masker.mask(begin.last_line)}")
+        self.done.append(StepResult("release", CHANGED, release))
+        return None
+
+    def _upload(self, trip: tuple[str, ...]) -> None:
+        for path in self.upload:
+            content, secret = self.wanted.files[path]
+            self.remote.put(content, f"{self.release}/{path}", mode=0o600 if secret else 0o644)
+        if self.upload:
+            self.done.append(StepResult("files", CHANGED, ", ".join(self.upload)))
+        self.remote.put(json.dumps(self.wanted.manifest, indent=1).encode(),
+                        f"{self.release}/{cmd.META_DIR}/manifest.json", mode=0o644)
+        for unit_name, unit in self.wanted.units.items():
+            self.remote.put(unit, f"{self.release}/{cmd.META_DIR}/{unit_name}.service", mode=0o644)
+        return None
+
+    def _install(self, trip: tuple[str, ...]) -> str | None:
+        install = self.app.install
+        self.say(f"running {install}")
+        script = self.remote.run(cmd.run_script(self.release, install, self.context_env),
+                                 on_line=lambda line: self.say(f"  {line}"), what=install,
+                                 stop=self.cancel.event)
+        if self.cancel.event.is_set():  # Ctrl-C stopped the install (and maybe the old release)
+            return CANCELLED
+        if not script.ok:
+            return f"{install} (exit {script.code})"
+        self.done.append(StepResult("install", CHANGED, f"ran {install}"))
+        return None
+
+    def _spec(self, point: str, name: str) -> Step:
+        return next(s for s in self.app.steps_at(point) if s.name == name)
+
+    def _step(self, trip: tuple[str, ...]) -> str | None:
+        point, _, name = trip[0].partition(":")
+        ok = self._run_step(self._spec(point, name), self.context_env)
+        if self.cancel.event.is_set():
+            return CANCELLED
+        return None if ok else f"{point} step '{name}'"
+
+    def _run_step(self, step: Step, env: dict[str, str], *, check: bool = True) -> bool:
+        """One of the app's steps: on the host in the release, or (`local`) here in the project."""
+        from deployer import process
+        from deployer.errors import DeployerError
+
+        self.say(f"{step.at}: {step.name}{' (local)' if step.local else ''}")
+        if step.local:
+            try:
+                process.run(["sh", "-c", step.run], env={**self.settings.environ, **env},
+                            masker=self.remote.log.masker, cwd=self.settings.project,
+                            log=self.remote.log, on_line=lambda line: self.say(f"  {line}"))
+                ok = True
+            except DeployerError:
+                ok = False
+        else:
+            ok = self.remote.run(cmd.run_step(self.release, step.run, env), what=step.name,
+                                 on_line=lambda line: self.say(f"  {line}"),
+                                 stop=None if not check else self.cancel.event).ok
+        self.done.append(StepResult(step.name, CHANGED if ok else FAILED, f"{step.at} step"))
+        return ok
+
+    def _health(self, trip: tuple[str, ...]) -> str | None:
+        failed = health(self.remote, planner.checks_of(self.app, trip[0]), self.release, self.ctx,
+                        self.progress)
+        if failed is not None:
+            return f"health check '{failed}'" + (" (before the switch)" if trip[0] == "health:before_switch"
+                                                 else "")
+        return CANCELLED if self.cancel.event.is_set() else None
+
+    def _switch(self, trip: tuple[str, ...]) -> None:
+        """`current` to the new release, and the services restarted or reloaded, in one round
+        trip (the units run from `current`; a failure after this switches back). Right before
+        the finish, the finish switches instead (one round trip fewer)."""
+        switch = cmd.switch_current(self.root, self.name)
+        if len(trip) > 1:
+            self.done.append(StepResult("service", CHANGED, start_services(
+                self.remote, self.stack, self.root, self.release, self.progress, systemd=self.systemd,
+                units={n: u.decode() for n, u in self.wanted.units.items()}, first=switch)))
+        elif self.plan.steps[self.plan.steps.index("switch") + 1] != "prune":
+            self.remote.run(switch, timeout=30, check=True, what="switch current")
+            self.done.append(StepResult("current", CHANGED, f"switched to {self.name}"))
+        return None
+
+    def _finish(self, trip: tuple[str, ...]) -> None:
+        """Mark the release healthy, make it current, prune, audit, unlock: one round trip."""
+        doomed = releases_to_prune(f"{self.listing}\n{self.name} ok", self.app.keep_releases, self.name)
+        fingerprint = self.wanted.fingerprint
+        finish = cmd.finish_release(self.root, self.release, self.name, fingerprint, doomed,
+                                    _audit_line(self.ref, self.wanted.sha, fingerprint, "ok"))
+        done = self.remote.run(finish, timeout=120, what="switch current")
+        self.locked = False  # the finish released it, whatever else it did
+        if not done.ok:
+            raise HostError(f"{self.host}: switching current to {self.name} failed:"
+                            f" {self.remote.log.masker.mask(done.last_line)}")
+        self.done.append(StepResult("current", CHANGED, f"now {self.name}"))
+        return None
 
 
 def preview_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings, *,
@@ -504,61 +655,23 @@ def preview_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Setting
     root, state = probe(remote, stack, "" if pin.sha else refs_command(repo, ref))
     sha = pin.fix(pin.sha or resolve_sha(remote.host, repo, ref, state))
     wanted = render(stack, env, settings.project, remote.host, sha, outputs)
-    current = state.get("current", "").removeprefix("releases/")
-    try:
-        manifest = json.loads(state.get("manifest") or "{}")
-    except ValueError:
-        manifest = {}
-    was = str(manifest.get("sha", ""))[:7] or "?"
-    if state.get("fingerprint") == wanted.fingerprint:
-        change, what = "none", "unchanged"
+    found, manifest = found_on_host(state)
+    plan = planner.plan_host(app, found, fingerprint=wanted.fingerprint, sha=sha)
+    current, change = found.current, plan.change
+    if change == planner.NONE:
+        what = "unchanged"
     else:
-        change = "config" if manifest.get("sha") == sha else "commit"
-        now = manifest.get("files", {}) if change == "config" else {}
+        now = manifest.get("files", {}) if change == planner.CONFIG else {}
         files = sorted(p for p, h in wanted.manifest["files"].items() if now.get(p) != h)
-        what = (f"{'config only' if change == 'config' else 'new commit'};"
+        what = (f"{'config only' if change == planner.CONFIG else 'new commit'};"
                 f" files: {', '.join(files) or 'none'}")
-    steps = planned_steps(app, change)
-    reason = (f"{current or 'no release'} ({was if current else '-'}) -> {sha[:7]}; {what};"
+    once = {f"{s.at}:{s.name}" for s in app.steps if s.once}
+    steps = [f"{step} (once)" if step in once else step for step in plan.steps]
+    was = (found.sha[:7] or "?") if current else "-"
+    reason = (f"{current or 'no release'} ({was}) -> {sha[:7]}; {what};"
               f" steps: {', '.join(steps) or 'none'}")
-    return HostResult(str(remote.host), UNCHANGED if change == "none" else PLANNED, reason,
+    return HostResult(str(remote.host), UNCHANGED if change == planner.NONE else PLANNED, reason,
                       current, wanted.fingerprint)
-
-
-def _checks(app: Any, *points: str) -> tuple[HealthCheck, ...]:
-    return tuple(c for c in app.health if c.at in points)
-
-
-def _steps(remote: Remote, stack: Stack, settings: Settings, point: str, release: str,
-           env: dict[str, str], lead: bool, say: Callable[[str], None], done: list[StepResult],
-           *, check: bool = True, stop: threading.Event | None = None) -> str:
-    """Run the app's steps at `point`, in order; the first that fails (by name), or "". A `once`
-    step runs on the lead host of the role only; a `local` one on this machine, in the project."""
-    from deployer import process
-    from deployer.errors import DeployerError
-
-    app = stack.app
-    assert app is not None
-    for step in app.steps_at(point):
-        if step.once and not lead:
-            done.append(StepResult(step.name, UNCHANGED, "once: runs on the role's first host"))
-            continue
-        say(f"{point}: {step.name}{' (local)' if step.local else ''}")
-        if step.local:
-            try:
-                process.run(["sh", "-c", step.run], env={**settings.environ, **env},
-                            masker=remote.log.masker, cwd=settings.project, log=remote.log,
-                            on_line=lambda line: say(f"  {line}"))
-                ok = True
-            except DeployerError:
-                ok = False
-        else:
-            ok = remote.run(cmd.run_step(release, step.run, env), what=step.name,
-                            on_line=lambda line: say(f"  {line}"), stop=stop).ok
-        done.append(StepResult(step.name, CHANGED if ok else FAILED, f"{point} step"))
-        if not ok and check:
-            return f"{point} step '{step.name}'"
-    return ""
 
 
 def take_lock(remote: Remote, root: str, command: str, say: Callable[[str], None]) -> Result:
@@ -632,9 +745,9 @@ def _restart(remote: Remote, stack: Stack, env: EnvConfig, root: str, name: str,
         stack, env, remote.host, root, name, name.rsplit("-", 1)[-1]))), what=f"restart {name}")
     if not script.ok:
         raise HostError(f"{remote.host}: {app.install} of {name} failed (exit {script.code})")
-    if app.service is None:
+    if not app.services:
         return f"reran {app.install}"
-    return start_service(remote, stack, root, release, lambda _line: None, systemd=systemd)
+    return start_services(remote, stack, root, release, lambda _line: None, systemd=systemd)
 
 
 def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | None,
@@ -687,45 +800,6 @@ def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | Non
                           steps=(StepResult("current", CHANGED, target),))
     finally:
         remote.run(cmd.release_lock(root), timeout=30, what="unlock")
-
-
-@dataclass(frozen=True)
-class ReleasePlan:
-    """How the new release directory is built: `stage` commands (run under the lock), the files
-    to upload after, and for a config-only change the changed paths (None for a new commit)."""
-
-    stage: list[str]
-    upload: list[str]
-    changed: list[str] | None
-    what: str
-    says: str
-
-
-def _plan_release(root: str, release: str, previous: str, manifest_json: str, wanted: Rendered,
-                  stack: Stack, repo: str) -> ReleasePlan:
-    """A config-only change (the current release has the same commit) copies current and
-    uploads what changed; a new commit is cloned and gets every file."""
-    app = stack.app
-    assert app is not None
-    try:
-        manifest = json.loads(manifest_json) if previous and manifest_json.strip() else {}
-    except ValueError:
-        manifest = {}  # unreadable: treat as a new commit, which rebuilds everything
-    new_hashes = wanted.manifest["files"]
-    if manifest.get("sha") == wanted.sha:
-        changed = sorted(p for p, h in new_hashes.items() if manifest.get("files", {}).get(p) != h)
-        stage, upload, what = [cmd.copy_release(f"{root}/{previous}", release)], changed, "copy release"
-        says = f"same commit {wanted.sha[:7]}; config changed: {', '.join(changed) or 'service unit'}"
-        result: list[str] | None = changed
-    else:
-        stage, upload = [cmd.fetch_release(repo, wanted.sha, release)], sorted(wanted.files)
-        what = "git clone"
-        says, result = f"fetching {wanted.sha[:7]} into {release}", None
-    if app.shared_paths or app.shared_files:
-        stage.append(cmd.link_shared(root, release, app.shared_paths, app.shared_files))
-    stage.append(cmd.make_dirs([os.path.dirname(f"{release}/{p}") for p in upload]
-                               + [f"{release}/{cmd.META_DIR}"]))
-    return ReleasePlan(stage, upload, result, what, says)
 
 
 def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: str, say: Any,
