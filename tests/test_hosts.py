@@ -539,6 +539,9 @@ def test_rollback_of_a_service_takes_the_lock_switches_first_and_checks_health(
     assert service_environ(host)[b"EDGE_API_URL"] == b"http://first/api"
     assert not lock.exists()
     assert "ok: rollback" in (root / "audit.log").read_text()
+    log = max((project.path / ".deployer" / "logs").glob("*-edge-stage-rollback.log")).read_text()
+    assert f"[root@{host.address}] steps run: lock, switch, install:edge_server/install.sh," \
+        " restart:chronos-edge, health, audit, unlock" in log  # planner.plan_rollback's steps
 
 
 def test_a_crashed_service_is_repaired_not_reported_unchanged(
@@ -559,6 +562,10 @@ def test_a_crashed_service_is_repaired_not_reported_unchanged(
     assert result["status"] == "repaired", result
     assert "health check 'edge http'" in result["reason"]
     assert edge_page(host, port).startswith("edge -> ")
+    log = max((project.path / ".deployer" / "logs").glob("*-edge-stage-apply.log")).read_text()
+    assert f"[root@{host.address}] steps run: health, lock, install:edge_server/install.sh," \
+        " restart:chronos-edge, health, audit, unlock" in log  # the unchanged plan's repair
+    assert "repaired: restarted" in (host.home / "chronos-edge" / "audit.log").read_text()
     healthy = project.deploy("edge", "stage", "--json")
     assert result_of(healthy)["fleet"]["hosts"][0]["status"] == "unchanged"
 

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.hosts.planner import COMMIT, CONFIG, NONE, Found, HostPlan, failure_tail, plan_host, run_order
+from deployer.hosts.planner import (
+    COMMIT,
+    CONFIG,
+    NONE,
+    Found,
+    HostPlan,
+    failure_tail,
+    plan_host,
+    plan_rollback,
+    run_order,
+)
 from deployer.stacks import AppSpec, HealthCheck, ServiceSpec, Step
 
 SHA, OTHER = "a" * 40, "b" * 40
@@ -113,3 +123,11 @@ def test_once_steps_run_on_the_lead_host_only() -> None:
 def test_a_step_not_in_the_plan_is_refused() -> None:
     with pytest.raises(ValueError, match="'deploy' is not a step of this plan"):
         run_order(PLAIN, plan_host(PLAIN, LIVE, fingerprint="fp2", sha=SHA), fails="deploy")
+
+
+def test_rollback_is_built_from_the_same_steps_and_switches_back_when_unhealthy() -> None:
+    plan = plan_rollback(CHOM, "r2")
+    assert plan.steps == ("lock", "switch", "install:install.sh", "restart:chom-app", "reload:nginx",
+                          "health", "audit", "unlock")
+    assert run_order(CHOM, plan, fails="health") == (*plan.steps[:6], "restore", "audit", "unlock")
+    assert failure_tail(CHOM, plan_rollback(CHOM, ""), "health") == ("audit", "unlock")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from deployer.stacks import AppSpec, HealthCheck
 
-NONE, CONFIG, COMMIT = "none", "config", "commit"
+NONE, CONFIG, COMMIT, ROLLBACK = "none", "config", "commit", "rollback"
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Found:
 
 @dataclass(frozen=True)
 class HostPlan:
-    change: str  # NONE, CONFIG or COMMIT
+    change: str  # NONE, CONFIG, COMMIT or ROLLBACK
     steps: tuple[str, ...]
     previous: str = ""  # the release `restore` brings back after a failure
     # NONE only: what runs when the current release fails its health check (a repair)
@@ -87,6 +87,21 @@ def plan_host(app: AppSpec, found: Found, *, fingerprint: str, sha: str, lead: b
     return HostPlan(change, (*steps, "prune", "audit", "unlock"), found.current)
 
 
+def plan_rollback(app: AppSpec, current: str) -> HostPlan:
+    """`deploy rollback` from release `current`, built from the same steps: the lock, the
+    switch to the target, its install script and services again (they run from `current`),
+    every health check, audit, unlock. When the checks fail, `restore` switches back to
+    `current` (see `failure_tail`).
+
+    >>> plan_rollback(AppSpec("r", "f", "app"), "r2").steps
+    ('lock', 'switch', 'install:install.sh', 'audit', 'unlock')
+    """
+    services = tuple(f"{s.on_change}:{s.name}" for s in app.services)
+    checks = ("health",) if app.health else ()
+    return HostPlan(ROLLBACK, ("lock", "switch", f"install:{app.install}", *services, *checks,
+                               "audit", "unlock"), current)
+
+
 def _checks(app: AppSpec, *points: str) -> bool:
     return any(c.at in points for c in app.health)
 
@@ -117,6 +132,8 @@ def failure_tail(app: AppSpec, plan: HostPlan, failed: str, *, cancelled: bool =
     """
     if failed in ("break_lock", "lock"):
         return ()
+    if plan.change == ROLLBACK:
+        return (*(("restore",) if plan.previous else ()), "audit", "unlock")
     if failed in _STAGING:  # no release directory to run the app's steps in
         return ("audit", "unlock")
     tail = ["audit"]

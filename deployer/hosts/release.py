@@ -382,7 +382,7 @@ def deploy_host(remote: Remote, stack: Stack, env: EnvConfig, settings: Settings
     found, manifest = found_on_host(state)
     plan = planner.plan_host(app, found, fingerprint=wanted.fingerprint, sha=sha, lead=lead)
     if plan.change == planner.NONE:
-        return _check_unchanged(remote, stack, env, root, state, wanted, outputs, progress)
+        return _check_unchanged(remote, stack, env, root, state, wanted, outputs, progress, plan)
     run = _Run(remote, stack, env, settings, progress=progress, cancel=cancel, root=root,
                name=pin.release(sha), wanted=wanted, found=found, manifest=manifest, outputs=outputs,
                ref=ref, repo=repo, systemd=state.get("systemd") == "yes")
@@ -696,15 +696,16 @@ def lock_held(remote: Remote, stack: Stack, env: EnvConfig, holder: str) -> Host
 
 def _check_unchanged(remote: Remote, stack: Stack, env: EnvConfig, root: str, state: dict[str, str],
                      wanted: Rendered, outputs: Mapping[str, object], progress: Progress,
-                     ) -> HostResult:
+                     plan: planner.HostPlan) -> HostResult:
     """Nothing to deploy: still check that what runs is healthy (through the SSH connection,
-    cheap), and restart the current release when it is not."""
+    cheap), and when it is not, the plan's repair: restart the current release."""
     app = stack.app
     assert app is not None
     host = remote.host
     current = state.get("current", "").removeprefix("releases/")
     ctx = context(stack, env, host, outputs)
     failed = health(remote, app.health, f"{root}/releases/{current}", ctx, progress, quick=True)
+    remote.log.write(f"[{host}] steps run: {', '.join(plan.steps + (plan.repair if failed else ()))}")
     if failed is None:
         return HostResult(str(host), UNCHANGED, f"release {current} already current",
                           current, wanted.fingerprint)
@@ -717,13 +718,14 @@ def _check_unchanged(remote: Remote, stack: Stack, env: EnvConfig, root: str, st
     try:
         restarted = _restart(remote, stack, env, root, current, systemd=state.get("systemd") == "yes")
         still = health(remote, app.health, f"{root}/releases/{current}", ctx, progress)
+        _audit(remote, root, "-", "-", wanted.fingerprint, f"repaired: restarted {current}"
+               if still is None else f"failed: restarted {current}, health check {still} still fails")
     finally:
         remote.run(cmd.release_lock(root), timeout=30, what="unlock")
     if still is not None:
         return HostResult(str(host), FAILED, f"release {current} is current but unhealthy:"
                           f" health check '{still}' still fails after a restart ({restarted})",
                           current, wanted.fingerprint)
-    _audit(remote, root, "-", "-", wanted.fingerprint, f"repaired: restarted {current}")
     return HostResult(str(host), REPAIRED, f"release {current} was down (health check"
                       f" '{failed}'); restarted, healthy again", current, wanted.fingerprint)
 
@@ -767,6 +769,7 @@ def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | Non
     begin = take_lock(remote, root, cmd.begin_release(root, info, []), say)
     if begin.code == cmd.LOCK_HELD:
         return lock_held(remote, stack, env, begin.stdout)
+    ran = ["lock"]
     try:
         releases = dict(ln.split() for ln in begin.stdout.splitlines() if len(ln.split()) == 2)
         healthy = [n for n, s in releases.items() if s == "ok"]
@@ -784,22 +787,29 @@ def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | Non
             return HostResult(str(host), UNCHANGED, f"{target} is already current", target)
         systemd = state.get("systemd") == "yes"
         say(f"switching current {current} -> {target}")
+        # The plan's switch, install and services are one round trip, then the checks.
+        plan = planner.plan_rollback(app, current)
         how = _restart(remote, stack, env, root, target, systemd=systemd, switch=True)
         failed = health(remote, app.health, f"{root}/releases/{target}",
-                        context(stack, env, host, outputs), progress)
+                        context(stack, env, host, outputs), progress) if app.health else None
+        ran = [s for s in plan.steps if s not in ("audit", "unlock")]
         if failed is not None:
+            tail = planner.failure_tail(app, plan, "health")
             back = (_restart(remote, stack, env, root, current, systemd=systemd, switch=True)
-                    if current else "nothing to go back to")
+                    if "restore" in tail else "nothing to go back to")
             _audit(remote, root, "-", "-", "-", f"failed: rollback {current} -> {target}:"
                    f" health check {failed}")
+            ran += tail
             raise HostError(f"{host}: health check '{failed}' failed for {target}; switched back"
                             f" to {current or 'nothing'} ({back})")
         _audit(remote, root, "-", "-", "-", f"ok: rollback {current} -> {target}")
+        ran = list(plan.steps)
         say(f"rolled back {current} -> {target} ({how})")
         return HostResult(str(host), CHANGED, f"rolled back from {current}", target,
                           steps=(StepResult("current", CHANGED, target),))
     finally:
         remote.run(cmd.release_lock(root), timeout=30, what="unlock")
+        remote.log.write(f"[{host}] steps run: {', '.join(ran + ['unlock'] * (ran[-1] != 'unlock'))}")
 
 
 def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: str, say: Any,
