@@ -10,6 +10,9 @@ ENV ?=
 ARGS ?=
 # Extra flags for pytest, e.g. PYTEST_ARGS="-m 'not slow'"
 PYTEST_ARGS ?=
+# pytest-xdist workers: the sandbox's modules run in order on one, every other module beside them
+# (tests/conftest.py). Most of a test waits on sshd, moto and the machines, so 2 fill 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup system-packages test lint lint-tools plan apply destroy bootstrap-state demo demo-chom demo-cso demo-down bench clean
 
@@ -42,7 +45,7 @@ system-packages: ## Install from Debian what the tests and the sandbox need, whe
 	fi
 
 test: setup ## Run every test (unit, real engine + moto + sshd, CLI end to end)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # checkov pins many libraries of its own, so it lives in a virtualenv of its own, never in .venv.
 LINT_VENV ?= .venv-lint

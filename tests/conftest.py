@@ -179,8 +179,21 @@ def tier_origin(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 _next_subnet = iter(range(100, 250))
 # The second octet of the test hosts' addresses: two suites on one machine (say a developer's
-# run beside CI's) set different DEPLOYER_TEST_HOST_OCTET values and never meet on an address.
-_HOST_OCTET = int(os.environ.get("DEPLOYER_TEST_HOST_OCTET", "0"))
+# run beside CI's) set different DEPLOYER_TEST_HOST_OCTET values and never meet on an address;
+# pytest-xdist's workers (gw0, gw1, …) add their number, so they never meet either.
+_HOST_OCTET = (int(os.environ.get("DEPLOYER_TEST_HOST_OCTET", "0"))
+               + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0))
+
+# Modules that boot the sandbox's machines and networks (fixed names and addresses, one kernel's
+# machined): under pytest-xdist they run one after another on one worker. Every other module
+# runs whole on one worker (its module fixtures are made once), beside them.
+SANDBOX_MODULES = ("test_acceptance.py", "test_sandbox_cloud.py", "test_sandbox_machines.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("sandbox" if name in SANDBOX_MODULES else name))
 
 
 @pytest.fixture

