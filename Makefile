@@ -45,7 +45,7 @@ system-packages: ## Install from Debian what the tests and the sandbox need, whe
 	fi
 
 test: setup ## Run every test (unit, real engine + moto + sshd, CLI end to end)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # checkov pins many libraries of its own, so it lives in a virtualenv of its own, never in .venv.
 LINT_VENV ?= .venv-lint

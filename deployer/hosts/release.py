@@ -290,7 +290,8 @@ def start_services(remote: Remote, stack: Stack, root: str, release: str, progre
     if systemd is None:
         systemd = remote.run(cmd.has_systemd(), timeout=30).ok
     if systemd:
-        remote.run(cmd.then(first, cmd.service_units(list(paths.items()), changes)), timeout=120,
+        install = [(path, name) for name, path in paths.items()]
+        remote.run(cmd.then(first, cmd.service_units(install, changes)), timeout=120,
                    check=True, what=f"systemctl: {said}")
         progress(f"[{remote.host}] systemd: {said}")
         return f"systemd: {said}"
