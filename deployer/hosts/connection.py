@@ -236,7 +236,10 @@ class Remote:
                              check=check, on_line=on_line, what=what)
         finally:
             finished.set()
-            watcher.join()
+            if stop.is_set():  # the group is being stopped: wait until it is, before any restore
+                watcher.join()
+            # else the watcher sees `finished` at its next poll and ends; waiting for that poll
+            # would add up to its interval to every step
 
     def _stop_on(self, stop: threading.Event, finished: threading.Event, pgid_file: str) -> None:
         """Until the command ends (`finished`): once `stop` is set, signal its process group."""
