@@ -20,7 +20,7 @@ from deployer.hosts.planner import CONFIG, Found, plan_host, run_order
 from deployer.process import pids_naming
 from deployer.stacks import load_stack
 
-from conftest import DEPLOY, Project, result_of, wait_for
+from conftest import DEPLOY, REPO, Project, result_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -568,6 +568,31 @@ def test_a_crashed_service_is_repaired_not_reported_unchanged(
     assert "repaired: restarted" in (host.home / "chronos-edge" / "audit.log").read_text()
     healthy = project.deploy("edge", "stage", "--json")
     assert result_of(healthy)["fleet"]["hosts"][0]["status"] == "unchanged"
+
+
+def test_a_service_that_does_not_start_fails_the_host_and_the_previous_release_keeps_serving(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    """The service starts after `current` has moved to the new release: when it does not start,
+    the failure tail switches back and restarts the previous release."""
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key)
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    root = host.home / "chronos-edge"
+    first = os.readlink(root / "current")
+    port = service_environ(host)[b"EDGE_PORT"].decode()
+    templates = project.path / "deployments" / "templates"
+    templates.unlink()
+    shutil.copytree(REPO / "deployments" / "templates", templates)
+    unit = templates / "edge" / "chronos-edge.service.j2"
+    unit.write_text(unit.read_text().replace("WorkingDirectory={{ home }}/chronos-edge/current",
+                                             "WorkingDirectory=/nonexistent/workdir"))
+    run = project.deploy("edge", "stage")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert re.search(r"start of chronos-edge \(nohup, exit \d+: .*/nonexistent/workdir.*\) failed on"
+                     rf" root@{re.escape(host.address)}; release \S+ not made current; current stays",
+                     run.stdout), run.stdout
+    assert os.readlink(root / "current") == first  # switched back
+    assert edge_page(host, port).startswith("edge -> ")  # and the previous release serves
 
 
 def test_one_release_name_for_the_whole_fleet_so_rollback_to_works_on_every_host(

@@ -291,8 +291,11 @@ def start_services(remote: Remote, stack: Stack, root: str, release: str, progre
         systemd = remote.run(cmd.has_systemd(), timeout=30).ok
     if systemd:
         install = [(path, name) for name, path in paths.items()]
-        remote.run(cmd.then(first, cmd.service_units(install, changes)), timeout=120,
-                   check=True, what=f"systemctl: {said}")
+        done = remote.run(cmd.then(first, cmd.service_units(install, changes)), timeout=120,
+                          what=f"systemctl ({', '.join(f'{c} {n}' for c, n in changes)})")
+        if not done.ok:
+            raise ServiceFailed(remote.host, ", ".join(n for _, n in changes),
+                                f"systemctl, exit {done.code}: {remote.log.masker.mask(done.last_line)}")
         progress(f"[{remote.host}] systemd: {said}")
         return f"systemd: {said}"
     started = []
@@ -315,13 +318,24 @@ def start_services(remote: Remote, stack: Stack, root: str, release: str, progre
         workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
         env_files = [f.lstrip("-").replace("%h", remote.home)
                      for f in fields.get("EnvironmentFile", "").split()]
-        remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
-                   timeout=60, check=True, what=f"start {service.name} (nohup)")
+        done = remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
+                          timeout=60, what=f"start {service.name} (nohup)")
+        if not done.ok:
+            raise ServiceFailed(remote.host, service.name,
+                                f"nohup, exit {done.code}: {remote.log.masker.mask(done.last_line)}")
         first = ""
         progress(f"[{remote.host}] no systemd on this host: started {service.name} under nohup"
                  " (the stack's fallback supervisor), not as a systemd service")
         started.append(service.name)
     return f"{', '.join(started)} started under nohup (host has no systemd)"
+
+
+class ServiceFailed(HostError):
+    """A service did not start or reload: the command ran and failed (`detail` says how)."""
+
+    def __init__(self, host: Host, names: str, detail: str) -> None:
+        super().__init__(f"{host}: start of {names} failed ({detail})")
+        self.names, self.detail = names, detail
 
 
 def exec_argv(exec_start: str, home: str) -> list[str] | str:
@@ -615,15 +629,19 @@ class _Run:
                                                  else "")
         return CANCELLED if self.cancel.event.is_set() else None
 
-    def _switch(self, trip: tuple[str, ...]) -> None:
+    def _switch(self, trip: tuple[str, ...]) -> str | None:
         """`current` to the new release, and the services restarted or reloaded, in one round
         trip (the units run from `current`; a failure after this switches back). Right before
         the finish, the finish switches instead (one round trip fewer)."""
         switch = cmd.switch_current(self.root, self.name)
         if len(trip) > 1:
-            self.done.append(StepResult("service", CHANGED, start_services(
-                self.remote, self.stack, self.root, self.release, self.progress, systemd=self.systemd,
-                units={n: u.decode() for n, u in self.wanted.units.items()}, first=switch)))
+            try:
+                how = start_services(self.remote, self.stack, self.root, self.release, self.progress,
+                                     systemd=self.systemd, first=switch,
+                                     units={n: u.decode() for n, u in self.wanted.units.items()})
+            except ServiceFailed as exc:  # current has moved: the failure tail's restore moves it back
+                return f"start of {exc.names} ({exc.detail})"
+            self.done.append(StepResult("service", CHANGED, how))
         elif self.plan.steps[self.plan.steps.index("switch") + 1] != "prune":
             self.remote.run(switch, timeout=30, check=True, what="switch current")
             self.done.append(StepResult("current", CHANGED, f"switched to {self.name}"))
