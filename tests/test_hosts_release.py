@@ -7,7 +7,7 @@ import pytest
 
 from deployer.errors import HostError
 from deployer.hosts.address import Host
-from deployer.hosts.release import Pin, exec_argv, release_name, releases_to_prune, resolve_sha
+from deployer.hosts.release import Pin, exec_argv, release_name, releases_to_prune, resolve_sha, trips
 
 SHA_A, SHA_B = "a" * 40, "b" * 40
 HOST = Host("root", "127.0.0.1")
@@ -62,3 +62,15 @@ def test_the_first_resolved_commit_is_the_fleets() -> None:
 ])
 def test_exec_start_as_argv_for_the_nohup_fallback(exec_start: str, argv: list[str] | str) -> None:
     assert exec_argv(exec_start, "/home/u") == argv
+
+
+def test_a_plan_runs_as_the_fewest_round_trips_that_keep_every_answer() -> None:
+    steps = ("break_lock", "lock", "copy", "link_shared", "upload", "before_deploy:backup",
+             "install:install.sh", "migrate:migrate", "health:before_switch", "switch",
+             "restart:chom-app", "reload:nginx", "after_switch:warm", "health:after_switch",
+             "prune", "audit", "unlock")
+    assert trips(steps) == [
+        ("break_lock",), ("lock", "copy", "link_shared"), ("upload",), ("before_deploy:backup",),
+        ("install:install.sh",), ("migrate:migrate",), ("health:before_switch",),
+        ("switch", "restart:chom-app", "reload:nginx"), ("after_switch:warm",),
+        ("health:after_switch",), ("prune", "audit", "unlock")]

@@ -430,8 +430,7 @@ def trips(steps: tuple[str, ...]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for step in steps:
         kind = step.split(":", 1)[0]
-        if out and kind in joins.get(out[-1][0].split(":", 1)[0], ()) and (
-                out[-1][0] != "prune" or kind in ("audit", "unlock")):
+        if out and kind in joins.get(out[-1][0].split(":", 1)[0], ()):
             out[-1] = (*out[-1], step)
         else:
             out.append((step,))
