@@ -300,6 +300,8 @@ def test_killed_connection_mid_install_leaves_current_and_rerun_converges(
     rerun = project.deploy("web", "stage")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "breaking a stale deploy lock" in rerun.stderr
+    log = max((project.path / ".deployer" / "logs").glob("*-web-stage-apply.log")).read_text()
+    assert f"[root@{host.address}] steps run: break_lock, lock, " in log  # planned from the probe
     assert os.readlink(host.home / "web" / "current") != good
     assert project.deploy("web", "stage", "--json").returncode == 0
 
