@@ -240,6 +240,7 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
         "health_url": [cmd.health_url("http://127.0.0.1:8080/health?a=1&b=2")],
         "unit_states": [cmd.unit_states(["nginx", value])],
         "read_markers": [cmd.read_markers([".setup-done", value])],
+        "receive_file": [cmd.receive_file(f"{release}/edge env/{value}", 0o600)],
         "switch_current": [cmd.switch_current("/h/app", "20261118110640250-0123456")],
         "mark_ok": [cmd.mark_ok(release, "0123456789abcdef")],
         "list_releases": [cmd.list_releases("/h/app")],
@@ -281,6 +282,24 @@ def test_the_probe_says_whether_the_ready_marker_is_there(shell: str, tmp_path: 
     assert "ready" not in probe() and probe()["state"] == "absent"
     (tmp_path / ".setup complete").touch()
     assert probe()["ready"] == "yes"
+
+
+@pytest.mark.parametrize("shell", ["dash", "bash"])
+def test_receive_file_writes_stdin_with_its_mode_and_leaves_no_temporary(shell: str,
+                                                                         tmp_path: Path) -> None:
+    target = tmp_path / "conf dir" / "a $b.env"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    data = b"KEY='v a l u e'\n\x00\xff no newline at the end"
+    for mode in (0o600, 0o644):
+        done = subprocess.run([shell, "-c", cmd.receive_file(str(target), mode)], input=data,
+                              capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert target.read_bytes() == data and target.stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a $b.env"]
+    missing = subprocess.run([shell, "-c", cmd.receive_file(str(tmp_path / "none" / "f"), 0o600)],
+                             input=data, capture_output=True, text=False, timeout=30)
+    assert missing.returncode != 0 and b"/none/f.deploy-tmp" in missing.stderr
 
 
 def test_every_builder_is_in_the_shellcheck_test() -> None:

@@ -1,7 +1,8 @@
 """Pure builders: each returns the shell command a step runs on a host, and runs nothing.
 
 Every path argument is absolute (the caller resolves the remote $HOME once) and quoted. No
-secret ever appears in a command: rendered files travel by SFTP. No value is ever run as code:
+secret ever appears in a command: rendered files travel on a command's stdin
+(`receive_file`). No value is ever run as code:
 git gets `--` before its operands and only the https, ssh and file transports, and the
 fallback supervisor reads env files with a strict reader instead of sourcing them.
 """
@@ -275,6 +276,14 @@ def nohup_service(root: str, name: str, workdir: str, argv: list[str], env_files
             f" for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do"
             f" kill -0 \"$old\" 2>/dev/null || break; sleep 0.05; done; fi;"
             f" nohup {' '.join(q(a) for a in argv)} >> {log} 2>&1 < /dev/null & echo $! > {pid}; }} )")
+
+
+def receive_file(path: str, mode: int) -> str:
+    """Write stdin to the absolute `path` with `mode`: first to a temporary name only its owner
+    can read, then renamed into place (atomic), so a reader never sees half a file. The content
+    is never on a command line."""
+    tmp = q(f"{path}.deploy-tmp")
+    return f"umask 077 && cat > {tmp} && chmod {mode:o} {tmp} && mv -f {tmp} {q(path)}"
 
 
 def read_file(path: str) -> str:

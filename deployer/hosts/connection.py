@@ -3,17 +3,22 @@ per host for all its steps, a timeout on every command, everything logged throug
 
 Host keys are checked against a per-environment known_hosts file the tool keeps
 (`.deployer/known_hosts/<env>`). An unknown key is refused unless the operator allows first
-contact (OpenSSH `accept-new`); a changed key is always refused. (Fabric alone would add unknown
-keys silently and load no known_hosts.)
+contact (OpenSSH `accept-new`); a changed key is always refused.
+
+Built on paramiko's client and channels directly: one session channel per command, read in the
+calling thread (no reader threads, no polling loop), and files sent on a command's stdin.
 """
 
 from __future__ import annotations
 
+import codecs
 import http.client
 import logging
 import re
+import select
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -21,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fabric
-import invoke
 import paramiko
 import tenacity
 
@@ -134,8 +137,15 @@ class _Lines:
     def __init__(self, emit: Callable[[str], None]):
         self.emit = emit
         self.buffer = ""
+        self.parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """Everything written."""
+        return "".join(self.parts)
 
     def write(self, data: str) -> None:
+        self.parts.append(data)
         self.buffer += data
         while "\n" in self.buffer:
             line, self.buffer = self.buffer.split("\n", 1)
@@ -154,33 +164,49 @@ class Remote:
                  log: RunLog, gateway: Host | None = None):
         self.host = host
         self.log = log
-        config = fabric.Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
-        kwargs: dict[str, Any] = {"allow_agent": not key_file, "look_for_keys": not key_file,
-                                  "transport_factory": _transport}
-        if key_file:
-            kwargs["key_filename"] = [key_file]
-        gw = None
-        if gateway is not None:
-            gw = fabric.Connection(gateway.address, user=gateway.user, port=gateway.port,
-                                   config=config, connect_timeout=CONNECT_TIMEOUT,
-                                   connect_kwargs=dict(kwargs))
-            self._verify_keys(gw, known_hosts, accept_new)
-        self.conn = fabric.Connection(host.address, user=host.user, port=host.port, config=config,
-                                      gateway=gw, connect_timeout=CONNECT_TIMEOUT,
-                                      connect_kwargs=kwargs)
-        self._verify_keys(self.conn, known_hosts, accept_new)
+        self.gateway = gateway
         self.known_hosts = known_hosts
+        self._policy = _Policy(known_hosts, accept_new)
+        self._auth: dict[str, Any] = {"allow_agent": not key_file, "look_for_keys": not key_file}
+        if key_file:
+            self._auth["key_filename"] = [key_file]
+        self._clients: list[paramiko.SSHClient] = []  # the gateway's first, then the host's
         self._home = ""
         self.forwarding = True  # until the host's sshd refuses a direct-tcpip channel
-        # Set when the connection drops mid-command: nothing more runs over this Remote (Fabric
-        # would quietly reconnect, and a restore could race a command still running there).
+        # Set when the connection drops mid-command: nothing more runs over this Remote (it never
+        # reconnects: a restore could race a command still running there).
         self.lost_during = ""
 
-    @staticmethod
-    def _verify_keys(conn: fabric.Connection, known_hosts: Path, accept_new: bool) -> None:
-        conn.client.set_missing_host_key_policy(_Policy(known_hosts, accept_new))
-        if known_hosts.exists():
-            conn.client.load_host_keys(str(known_hosts))
+    def _client(self, host: Host, sock: Any = None) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        self._clients.append(client)
+        client.set_missing_host_key_policy(self._policy)
+        if self.known_hosts.exists():
+            client.load_host_keys(str(self.known_hosts))
+        client.connect(host.address, port=host.port, username=host.user, sock=sock,
+                       timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT,
+                       auth_timeout=CONNECT_TIMEOUT, transport_factory=_transport, **self._auth)
+        transport = client.get_transport()
+        if transport is not None and isinstance(transport.sock, socket.socket):
+            # Steps are many small messages (a command, then its stdin's EOF): without this,
+            # Nagle's algorithm holds the second until the first is acknowledged, and a
+            # delayed ACK makes that up to 40 ms per step. OpenSSH sets it too.
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return client
+
+    def _connect(self) -> None:
+        self.close()  # what a failed attempt left
+        sock = None
+        if self.gateway is not None:  # the host is reached through a channel of the jump host's
+            jump = self._client(self.gateway).get_transport()
+            assert jump is not None
+            sock = jump.open_channel("direct-tcpip", (self.host.address, self.host.port),
+                                     ("", 0), timeout=CONNECT_TIMEOUT)
+        self._client(self.host, sock)
+
+    def _transport(self) -> paramiko.Transport | None:
+        transport = self._clients[-1].get_transport() if self._clients else None
+        return transport if transport is not None and transport.is_active() else None
 
     def open(self) -> None:
         """Connect, retrying while the host is not reachable yet; never retry a bad key or login."""
@@ -191,18 +217,22 @@ class Remote:
                 stop=tenacity.stop_after_attempt(CONNECT_ATTEMPTS), reraise=True,
             ):
                 with attempt:
-                    self.conn.open()
+                    self._connect()
         except paramiko.BadHostKeyException as exc:
+            self.close()
             raise HostError(
                 f"{self.host}: the host key CHANGED (now {exc.key.get_name()}"
                 f" {exc.key.get_fingerprint().hex()}); refusing to connect. If the host was"
                 f" rebuilt, remove its line from {self.known_hosts}") from None
         except HostKeyUnknown:
+            self.close()
             raise
         except paramiko.AuthenticationException:
+            self.close()
             raise HostError(f"{self.host}: authentication failed (check DEPLOYER_SSH_KEY and the"
                             " host's authorized_keys)") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
             raise HostError(f"{self.host}: unreachable after {CONNECT_ATTEMPTS} attempts: {exc}") from None
 
     def remember_home(self, home: str) -> None:
@@ -250,8 +280,8 @@ class Remote:
             return
         self.log.write(f"[{self.host}] interrupted: stopping the running command's process group")
         try:
-            _in, out, _err = self.conn.client.exec_command(commands.stop_group(pgid_file), timeout=30)
-            out.channel.recv_exit_status()
+            discard = _Lines(lambda line: None)
+            self._exec(commands.stop_group(pgid_file), timeout=30, out=discard, err=discard)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.write(f"[{self.host}] could not stop the running command: {exc!r}")
 
@@ -269,9 +299,8 @@ class Remote:
 
         out, err = _Lines(emit), _Lines(emit)
         try:
-            done = self.conn.run(command, warn=True, timeout=timeout, in_stream=False,
-                                 out_stream=out, err_stream=err)
-        except invoke.exceptions.CommandTimedOut:
+            code = self._exec(command, timeout=timeout, out=out, err=err)
+        except TimeoutError:
             raise HostError(f"{self.host}: {what or 'a command'} timed out after {timeout:.0f}s") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.lost_during = what or "a command"
@@ -279,35 +308,82 @@ class Remote:
         finally:
             out.flush()
             err.flush()
-        transport = self.conn.client.get_transport()
-        if done.exited == -1 or transport is None or not transport.is_active():
+        if code == -1 or self._transport() is None:
             # The channel closed with no exit status: the connection (or the host) went away.
             self.lost_during = what or "a command"
             raise HostError(f"{self.host}: connection lost during {self.lost_during}; nothing was"
                             " restored over it: the next run finds this run's lock (broken once"
                             " its holder is gone) and the host's state, and converges")
-        result = Result(done.exited, done.stdout, done.stderr)
+        result = Result(code, out.text, err.text)
         if check and not result.ok:
-            raise HostError(f"{self.host}: {what or 'command'} failed (exit {done.exited}):"
+            raise HostError(f"{self.host}: {what or 'command'} failed (exit {code}):"
                             f" {self.log.masker.mask(result.last_line)}")
         return result
 
-    def put(self, data: bytes, path: str, *, mode: int) -> None:
-        """Upload `data` to the absolute `path` with `mode`, through SFTP (never a command line):
-        written to a temporary name with its mode set first, then renamed into place."""
-        self.log.write(f"[{self.host}] upload {path} (mode {mode:o}, {len(data)} bytes)")
+    def _exec(self, command: str, *, timeout: float, out: _Lines, err: _Lines,
+              data: bytes = b"") -> int:
+        """Run `command` on a session channel of its own with `data` on its stdin (then EOF, so
+        a command that reads stdin never waits for input nobody sends), its output going to
+        `out` and `err` as it comes. Its exit status, or -1 when the channel closed without one
+        (the connection went away). Raises TimeoutError after `timeout` seconds."""
+        transport = self._transport()
+        if transport is None:
+            raise EOFError("the connection is closed")
+        deadline = time.monotonic() + timeout
+        channel = transport.open_session(timeout=CONNECT_TIMEOUT)
+        decode_out = codecs.getincrementaldecoder("utf-8")("replace")
+        decode_err = codecs.getincrementaldecoder("utf-8")("replace")
+
+        def drain() -> None:
+            while channel.recv_ready():
+                out.write(decode_out.decode(channel.recv(65536)))
+            while channel.recv_stderr_ready():
+                err.write(decode_err.decode(channel.recv_stderr(65536)))
+
         try:
-            sftp = self.conn.sftp()
-            tmp = f"{path}.deploy-tmp"
-            with sftp.open(tmp, "wb") as f:
-                sftp.chmod(tmp, mode)
-                f.write(data)
-            sftp.posix_rename(tmp, path)
+            channel.fileno()  # readable whenever output, EOF or the close arrives: select() waits on it
+            channel.exec_command(command)
+            if data:
+                channel.sendall(data)
+            channel.shutdown_write()
+            while not (channel.eof_received or channel.closed):
+                drain()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                select.select([channel], [], [], left)
+            drain()  # what came just before the EOF
+            # The exit status may follow the EOF; the channel's close sets the event too.
+            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError
+            out.write(decode_out.decode(b"", final=True))
+            err.write(decode_err.decode(b"", final=True))
+            return channel.exit_status
+        finally:
+            channel.close()
+
+    def put(self, data: bytes, path: str, *, mode: int) -> None:
+        """Upload `data` to the absolute `path` with `mode`, on a command's stdin (never on its
+        command line): written to a temporary name only its owner can read, then renamed."""
+        self.log.write(f"[{self.host}] upload {path} (mode {mode:o}, {len(data)} bytes)")
+        lines = _Lines(lambda line: None)
+        what = f"the upload of {path}"
+        try:
+            code = self._exec(commands.receive_file(path, mode), timeout=COMMAND_TIMEOUT, out=lines,
+                              err=lines, data=data)
+        except TimeoutError:
+            raise HostError(f"{self.host}: upload of {path} timed out") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            transport = self.conn.client.get_transport()
-            if transport is None or not transport.is_active():
-                self.lost_during = f"the upload of {path}"
+            if self._transport() is None:
+                self.lost_during = what
             raise HostError(f"{self.host}: upload of {path} failed: {exc}") from None
+        lines.flush()
+        if code == -1 or self._transport() is None:
+            self.lost_during = what
+            raise HostError(f"{self.host}: connection lost during {what}")
+        if code != 0:
+            reason = Result(code, "", lines.text).last_line
+            raise HostError(f"{self.host}: upload of {path} failed: {self.log.masker.mask(reason)}")
 
     def http_status(self, url: str, *, timeout: float) -> int | None:
         """GET an http:// `url` as the host sees it, through this connection: the host's sshd
@@ -318,8 +394,8 @@ class Remote:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"not an http:// URL: {url}")
         port = parts.port or 80
-        transport = self.conn.client.get_transport()
-        if transport is None or not transport.is_active():
+        transport = self._transport()
+        if transport is None:
             raise HostError(f"{self.host}: connection lost before a health check")
         try:
             channel = transport.open_channel("direct-tcpip", (parts.hostname, port),
@@ -348,4 +424,5 @@ class Remote:
             channel.close()
 
     def close(self) -> None:
-        self.conn.close()
+        while self._clients:  # the host's connection first, then the jump host's under it
+            self._clients.pop().close()
