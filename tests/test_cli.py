@@ -53,6 +53,9 @@ def test_help_and_version(project: Project) -> None:
     stack_help = project.deploy("dashboard", "--help", check=True).stdout
     assert "--hosts-only" in stack_help and "3    a lock is held" in stack_help
     assert project.deploy("--version", check=True).stdout.strip() == "deploy, version 0.1.0"
+    module = subprocess.run([str(Path(DEPLOY).with_name("python")), "-m", "deployer", "--version"],
+                            capture_output=True, text=True, timeout=60)
+    assert (module.returncode, module.stdout) == (0, "deploy, version 0.1.0\n")
 
 
 def test_missing_configuration_starts_nothing(project: Project) -> None:
