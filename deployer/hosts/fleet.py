@@ -331,7 +331,7 @@ def _write_deploy_log(remote: Remote, directory: str, lines: list[str]) -> None:
                                          provision.sudo_for(remote)), timeout=30, check=True,
                    what="deploy log directory")
         tmp = f"{remote.home}/.deploy-log-upload"
-        remote.put(text, tmp, mode=0o600)
+        remote.put([(tmp, text, 0o600)])
         remote.run(provision.install_file_command(tmp, f"{directory}/{name}", "0640",
                                                   remote.host.user, provision.sudo_for(remote)),
                    timeout=30, check=True, what="deploy log")

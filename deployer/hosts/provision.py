@@ -346,7 +346,7 @@ def _put_if_changed(remote: Remote, path: str, data: bytes, mode: str, owner: st
     if digest == _digest(data) and rest == f"{mode.lstrip('0') or '0'} {owner}":
         return False
     tmp = f"{remote.home}/.deploy-upload-{_digest(path.encode())[:12]}"
-    remote.put(data, tmp, mode=0o600)  # never readable by others on the way: it may be secret
+    remote.put([(tmp, data, 0o600)])  # never readable by others on the way: it may be secret
     remote.run(install_file_command(tmp, path, mode, owner, sudo), timeout=60, check=True,
                what=f"install {path}")
     return True

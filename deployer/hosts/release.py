@@ -516,7 +516,7 @@ class _Run:
                                check=False)
             elif kind == "restore":
                 restored = _restore(self.remote, self.stack, self.env, self.root, self.found.current,
-                                    self.say)
+                                    self.say, self.ctx, self.progress)
             elif kind == "unlock":
                 self.remote.run(cmd.release_lock(self.root), timeout=30, what="unlock")
                 self.locked = False
@@ -565,15 +565,17 @@ class _Run:
         return None
 
     def _upload(self, trip: tuple[str, ...]) -> None:
+        files = []
         for path in self.upload:
             content, secret = self.wanted.files[path]
-            self.remote.put(content, f"{self.release}/{path}", mode=0o600 if secret else 0o644)
+            files.append((f"{self.release}/{path}", content, 0o600 if secret else 0o644))
+        files.append((f"{self.release}/{cmd.META_DIR}/manifest.json",
+                      json.dumps(self.wanted.manifest, indent=1).encode(), 0o644))
+        files += [(f"{self.release}/{cmd.META_DIR}/{unit_name}.service", unit, 0o644)
+                  for unit_name, unit in self.wanted.units.items()]
+        self.remote.put(files)
         if self.upload:
             self.done.append(StepResult("files", CHANGED, ", ".join(self.upload)))
-        self.remote.put(json.dumps(self.wanted.manifest, indent=1).encode(),
-                        f"{self.release}/{cmd.META_DIR}/manifest.json", mode=0o644)
-        for unit_name, unit in self.wanted.units.items():
-            self.remote.put(unit, f"{self.release}/{cmd.META_DIR}/{unit_name}.service", mode=0o644)
         return None
 
     def _install(self, trip: tuple[str, ...]) -> str | None:
@@ -831,9 +833,10 @@ def rollback_host(remote: Remote, stack: Stack, env: EnvConfig, *, to: str | Non
 
 
 def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: str, say: Any,
-             ) -> str:
-    """After a failed release: `current` back on the previous release, restarted so it keeps
-    serving."""
+             ctx: dict[str, Any], progress: Progress) -> str:
+    """After a failed release: `current` back on the previous release, restarted, and its
+    serving checks run (every check but the before_switch ones, which test a release not yet
+    current), so the run ends only once it answers again, or says that it does not."""
     app = stack.app
     assert app is not None
     if not previous:
@@ -842,9 +845,12 @@ def _restore(remote: Remote, stack: Stack, env: EnvConfig, root: str, previous: 
     try:
         # current may have moved (a service app, or after_switch steps and checks): put it back
         how = _restart(remote, stack, env, root, name, switch=True)
-        state = "restarted"
     except HostError as exc:
-        how, state = str(exc), "restart FAILED"
+        say(f"rolled back: current stays {previous} (restart FAILED: {exc})")
+        return f"current stays {name} (restart FAILED)"
+    serving = tuple(c for c in app.health if c.at != "before_switch")
+    failed = health(remote, serving, f"{root}/releases/{name}", ctx, progress) if serving else None
+    state = f"restarted, health check '{failed}' FAILS" if failed else "restarted"
     say(f"rolled back: current stays {previous} ({state}: {how})")
     return f"current stays {name} ({state})"
 
