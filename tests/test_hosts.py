@@ -226,7 +226,7 @@ def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts,
     assert f"health check 'dashboard http' failed on root@{host.address}" in failed.stdout
     assert f"current stays {good.removeprefix('releases/')} (restarted)" in failed.stdout
     # the restore ran the previous release's check: the run ended once it answered again
-    assert "health check 'dashboard http' passed" in failed.stdout
+    assert "health check 'dashboard http' passed" in failed.stderr
     assert os.readlink(host.home / "web" / "current") == good
     assert "#112233" in page(project.port)  # the previous release keeps serving
     assert "result=failed: health check 'dashboard http'" in (host.home / "web/audit.log").read_text()
