@@ -232,6 +232,20 @@ def test_bad_release_keeps_the_previous_one_serving(project: Project, ssh_hosts,
     assert "result=failed: health check 'dashboard http'" in (host.home / "web/audit.log").read_text()
 
 
+def test_no_key_to_offer_is_said_once_not_retried_as_unreachable(
+        project: Project, ssh_hosts, app_origin, operator_key, tmp_path: Path) -> None:
+    (host,) = ssh_hosts(1)
+    web_project(project, [host], app_origin, operator_key)
+    del project.environ["DEPLOYER_SSH_KEY"]
+    (tmp_path / "empty-home").mkdir()
+    run = project.deploy("web", "stage", "--accept-new-host-keys",
+                         extra_env={"HOME": str(tmp_path / "empty-home"), "SSH_AUTH_SOCK": ""})
+    assert run.returncode == 1
+    assert (f"root@{host.address}: no SSH key to log in with: set DEPLOYER_SSH_KEY to a private"
+            " key file, or load a key into ssh-agent") in run.stdout
+    assert "unreachable" not in run.stdout + run.stderr
+
+
 def test_host_keys_unknown_refused_then_accepted_then_changed_refused(
         project: Project, ssh_hosts, app_origin, operator_key) -> None:
     (host,) = ssh_hosts(1)

@@ -91,10 +91,16 @@ def _transport(*args: Any, **kwargs: Any) -> paramiko.Transport:
     return transport
 
 
+def _no_key(exc: BaseException) -> bool:
+    """paramiko found no key to offer (no key file, none in ~/.ssh, no agent). It says so only
+    in this message, on a plain SSHException."""
+    return isinstance(exc, paramiko.SSHException) and str(exc) == "No authentication methods available"
+
+
 def _transient(exc: BaseException) -> bool:
     """Worth another try: the host is not up (yet), or the connection dropped."""
     if isinstance(exc, (HostKeyUnknown, paramiko.BadHostKeyException,
-                        paramiko.AuthenticationException)):
+                        paramiko.AuthenticationException)) or _no_key(exc):
         return False
     return isinstance(exc, (OSError, EOFError, socket.timeout, paramiko.SSHException,
                             paramiko.ssh_exception.NoValidConnectionsError))
@@ -253,6 +259,9 @@ class Remote:
                             " host's authorized_keys)") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
+            if _no_key(exc):
+                raise HostError(f"{self.host}: no SSH key to log in with: set DEPLOYER_SSH_KEY to a"
+                                " private key file, or load a key into ssh-agent") from None
             raise HostError(f"{self.host}: unreachable after {CONNECT_ATTEMPTS} attempts: {exc}") from None
 
     def remember_home(self, home: str) -> None:
@@ -355,7 +364,6 @@ class Remote:
             raise EOFError("the connection is closed")
         channel = transport.open_session(timeout=CONNECT_TIMEOUT)
         try:
-            channel.fileno()  # readable whenever output, EOF or the close arrives: select() waits on it
             channel.exec_command(command)
             if data:
                 channel.sendall(data)
@@ -377,12 +385,17 @@ class Remote:
                 err.write(decode_err.decode(channel.recv_stderr(65536)))
 
         try:
+            # A pipe that is readable whenever output, the EOF or the close has arrived (also what
+            # came before this call). Made here, not at the start, so that uploads started
+            # together hold one pipe at a time; poll(), unlike select(), takes any fd number.
+            ready = select.poll()
+            ready.register(channel.fileno(), select.POLLIN)
             while not (channel.eof_received or channel.closed):
                 drain()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                select.select([channel], [], [], left)
+                ready.poll(left * 1000)
             drain()  # what came just before the EOF
             # The exit status may follow the EOF; the channel's close sets the event too.
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):

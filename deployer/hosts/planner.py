@@ -18,9 +18,9 @@ A deploy with nothing to change is `health` alone (or nothing), and when that ch
 
 After a failure, once the lock is held (`failure_tail`): `audit`, the app's `on_failure:<name>`
 steps, `restore` (the previous release current again, reinstalled, its services restarted and
-its checks run, all but the before_switch ones) when there is one and the failed step may have touched what runs, and `unlock`. Ctrl-C runs the
-same tail without the `on_failure` steps. A release directory that could not be built gets only
-`audit` and `unlock`.
+its checks run, all but the before_switch ones) when there is one and the failed step may have
+touched what runs, and `unlock`. Ctrl-C runs the same tail without the `on_failure` steps. A
+release directory that could not be built gets only `audit` and `unlock`.
 """
 
 from __future__ import annotations
