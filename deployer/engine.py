@@ -341,6 +341,30 @@ class ApplyProgress:
 _LOCK_FIELD = re.compile(r"^\s*(ID|Who|Operation|Created):\s*(.+?)\s*$", re.MULTILINE)
 
 
+def lock_id(output: str) -> str | None:
+    """The lock ID of Terraform's "Error acquiring the state lock", if the output has one."""
+    if "Error acquiring the state lock" not in output:
+        return None
+    return dict(_LOCK_FIELD.findall(output)).get("ID")
+
+
+# What the engine writes at TF_LOG_CORE=INFO as it asks for the state lock, e.g.
+# `backend-s3: Attempting to lock remote state (DynamoDB only)...: tf_backend.lock.id=<uuid>`.
+_LOCK_ASKED = re.compile(r"Attempting to lock remote state\b.*?\block\.id=([0-9a-fA-F-]{36})\b")
+# The commands that take the state lock, and so may be left holding their own (Workspace._run).
+LOCKING_COMMANDS = ("plan", "apply")
+
+
+def locks_asked(core_log: str) -> set[str]:
+    """The lock IDs the engine asked for, from its core log.
+
+    >>> locks_asked("[INFO]  backend-s3: Attempting to lock remote state (DynamoDB only)...: "
+    ...             "tf_backend.lock.id=4cb547ca-6ae3-6d58-bd32-6495dc427bc5 tf_backend.lock.info=")
+    {'4cb547ca-6ae3-6d58-bd32-6495dc427bc5'}
+    """
+    return set(_LOCK_ASKED.findall(core_log))
+
+
 def parse_lock_holder(output: str) -> str | None:
     """Terraform's "Error acquiring the state lock" → `who (operation since created)`."""
     if "Error acquiring the state lock" not in output:
@@ -406,15 +430,59 @@ class Workspace:
 
     def _run(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False,
              ui: Callable[[str], list[str]] | None = None):
-        """`ui`: for a -json command, what each line of its output says as text."""
+        """`ui`: for a -json command, what each line of its output says as text.
+
+        A command that takes the state lock can fail on a lock it holds itself: the AWS SDK
+        resends a lock request whose answer it lost (a reset connection, or Go's own race on a
+        closed connection, aws-sdk-go-v2#2737), and the resent conditional write finds the
+        first one's lock. Terraform then reports its own lock as held by another and leaves it
+        behind, so every later run is locked out. The engine's core log names each lock it
+        asked for; a lock held under one of those IDs is this command's own, and nobody else's:
+        it is released (`force-unlock` of that ID) and the command runs once more."""
+        trail = self._lock_trail() if args[0] in LOCKING_COMMANDS else None
+        try:
+            for attempt in (1, 2):
+                try:
+                    return self._execute(args, ok_codes=ok_codes, quiet=quiet, ui=ui, trail=trail)
+                except _OwnLock as own:
+                    self.on_line(f"state lock: {self.engine.kind} {args[0]} holds its own lock"
+                                 f" {own.lock_id} (its lock request was sent twice): releasing it")
+                    self._execute(["force-unlock", "-force", own.lock_id], quiet=True)
+                    if attempt == 2:
+                        raise EngineError(
+                            f"{self.engine.kind} {args[0]} of {self.name} took its own state lock"
+                            " twice over and was stopped by it both times; the lock is released:"
+                            f" run again (full output: {self.log.path})") from None
+                    self.on_line(f"state lock: released; running {args[0]} again")
+            raise AssertionError("unreachable")
+        finally:
+            if trail is not None:
+                trail.unlink(missing_ok=True)
+
+    def _lock_trail(self) -> Path | None:
+        """A private file for the engine's core log (TF_LOG_CORE=INFO, no provider logs), or
+        None when the operator set the engine's logging: theirs is left as they set it."""
+        if any(self.env.get(k) for k in ("TF_LOG", "TF_LOG_CORE", "TF_LOG_PATH")):
+            return None
+        trail = Path(self.env["TF_DATA_DIR"]) / f"core-{os.getpid()}.log"
+        trail.unlink(missing_ok=True)
+        os.close(os.open(trail, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return trail
+
+    def _execute(self, args: list[str], *, ok_codes: tuple[int, ...] = (0,), quiet: bool = False,
+                 ui: Callable[[str], list[str]] | None = None, trail: Path | None = None):
         def show(line: str) -> None:
             for text in ui(line) if ui else [line]:
                 if not quiet and (self.verbose or is_progress_line(text)):
                     self.on_line(text)
 
         argv = [*self.engine.argv, f"-chdir={self.root}", *args]
+        env = self.env if trail is None else {
+            **self.env, "TF_LOG_CORE": "INFO", "TF_LOG_PATH": str(trail)}
         try:
-            return process.run(argv, env=self.env, masker=self.masker, log=self.log,
+            if trail is not None:
+                os.truncate(trail, 0)
+            return process.run(argv, env=env, masker=self.masker, log=self.log,
                                on_line=show, ok_codes=ok_codes)
         except Interrupted:
             raise Interrupted(
@@ -424,6 +492,10 @@ class Workspace:
         except process.CommandFailed as exc:
             output = "\n".join(t for ln in exc.output.splitlines() for t in ui_text(ln)) \
                 if ui else exc.output
+            held = lock_id(output)
+            if held and trail is not None and held in locks_asked(
+                    trail.read_text(encoding="utf-8", errors="replace")):
+                raise _OwnLock(held) from None
             holder = parse_lock_holder(output)
             if holder:
                 raise LockHeldError(f"the state of {self.name}", holder) from None
@@ -494,6 +566,14 @@ class Workspace:
     def version(self) -> str:
         done = self._run(["version", "-json"], quiet=True)
         return str(json.loads(_json_part(done.output)).get("terraform_version", ""))
+
+
+class _OwnLock(Exception):
+    """The state lock the engine failed on is its own (Workspace._run)."""
+
+    def __init__(self, lock_id: str):
+        super().__init__(lock_id)
+        self.lock_id = lock_id
 
 
 def _json_part(output: str) -> str:

@@ -93,6 +93,26 @@ class Project:
         return done
 
 
+PROBE_SECRET = "pr0be-secret # with $dollar and spaces"
+
+
+def probe_project(project: Project, **extra: str) -> Project:
+    """The probe stack in `stage` (extra lines for its env file), after bootstrap-state."""
+    project.add_probe_stack()
+    lines = ["TF_VAR_deptype=stage", f'probe_secret="{PROBE_SECRET}"']
+    lines += [f"{k}={v}" for k, v in extra.items()]
+    project.write_env("stage", "\n".join(lines) + "\n")
+    project.deploy("bootstrap-state", "-y", check=True)
+    return project
+
+
+def lock_items(project: Project) -> list[dict]:
+    """The engine's state locks held in the project's lock table (digests left out)."""
+    ddb = project.client("dynamodb")
+    table = f"{project.profile}-chronos-terraform-state-locks"
+    return [i for i in ddb.scan(TableName=table)["Items"] if "Info" in i]
+
+
 @pytest.fixture
 def make_project(
     tmp_path: Path, aws_endpoint: endpoint.Endpoint, provider_mirror: Path

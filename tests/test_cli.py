@@ -18,27 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEPLOY, Project, result_of
+from conftest import DEPLOY, PROBE_SECRET, Project, lock_items, probe_project, result_of
 
 pytestmark = pytest.mark.slow
-
-SECRET = "pr0be-secret # with $dollar and spaces"
-
-
-def probe_project(project: Project, **extra: str) -> Project:
-    project.add_probe_stack()
-    lines = ["TF_VAR_deptype=stage", f'probe_secret="{SECRET}"']
-    lines += [f"{k}={v}" for k, v in extra.items()]
-    project.write_env("stage", "\n".join(lines) + "\n")
-    project.deploy("bootstrap-state", "-y", check=True)
-    return project
-
-
-def lock_items(project: Project) -> list[dict]:
-    ddb = project.client("dynamodb")
-    table = f"{project.profile}-chronos-terraform-state-locks"
-    return [i for i in ddb.scan(TableName=table)["Items"] if "Info" in i]
-
 
 def all_text(project: Project, *runs: subprocess.CompletedProcess[str]) -> str:
     logs = "".join(p.read_text() for p in (project.path / ".deployer" / "logs").glob("*.log"))
@@ -88,7 +70,7 @@ def test_render_masks_secrets_and_writes_the_backend(project: Project) -> None:
     assert rendered["state_key"] == "stage/probe.tfstate"
     assert rendered["exports"]["TF_VAR_label"] == "one"
     assert rendered["exports"]["TF_VAR_deptype"] == "stage"
-    assert SECRET not in run.stdout + run.stderr
+    assert PROBE_SECRET not in run.stdout + run.stderr
 
 
 ENVELOPE_KEYS = ["command", "data", "errors", "exit_code", "ok", "version"]
@@ -158,7 +140,7 @@ def test_plan_apply_noop_outputs_destroy(project: Project) -> None:
     destroy = project.deploy("probe", "stage", "destroy", check=True)
     assert "0 to add, 0 to change, 2 to destroy" in destroy.stdout
     assert not [v for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] == vpc_id]
-    assert SECRET not in all_text(project, plan, apply, again, destroy)
+    assert PROBE_SECRET not in all_text(project, plan, apply, again, destroy)
 
 
 def test_two_operators_at_once(project: Project) -> None:
@@ -196,7 +178,7 @@ def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
     assert time.monotonic() - started < 60  # stopped, not finished
     assert lock_items(project) == []
     # The state is usable: the next apply converges (a quick slow resource this time).
-    project.write_env("stage", f'TF_VAR_deptype=stage\nprobe_secret="{SECRET}"\n'
+    project.write_env("stage", f'TF_VAR_deptype=stage\nprobe_secret="{PROBE_SECRET}"\n'
                       "TF_VAR_label=one\nTF_VAR_apply_seconds=1\n")
     project.deploy("probe", "stage", "apply", "-y", check=True)
     again = project.deploy("probe", "stage", "apply", "--json", check=True)
@@ -226,7 +208,7 @@ def _wait_for_lock(project: Project, timeout: float = 120) -> None:
 
 def test_destroy_of_prod_asks_for_the_name(project: Project) -> None:
     project.add_probe_stack()
-    project.write_env("prod", f'TF_VAR_deptype=prod\nprobe_secret="{SECRET}"\n')
+    project.write_env("prod", f'TF_VAR_deptype=prod\nprobe_secret="{PROBE_SECRET}"\n')
     project.deploy("bootstrap-state", "-y", check=True)
     project.deploy("probe", "prod", "apply", "-y", check=True)
 

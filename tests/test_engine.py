@@ -1,8 +1,13 @@
-"""Engine builders and parsers: exact argv, rendered files and parsed engine output."""
+"""Engine builders and parsers (exact argv, rendered files, parsed output), and the runner on a
+real engine where a fault is made on purpose (a lost answer to its lock request)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,9 @@ from deployer import engine
 from deployer.config import load_settings
 from deployer.errors import ConfigError
 from deployer.results import PlanSummary, ResourceChange
+from deployer.sandbox.endpoint import Endpoint
+
+from conftest import Project, lock_items, probe_project
 
 
 def settings(tmp_path: Path, **env: str):
@@ -255,3 +263,96 @@ def test_a_lock_held_during_a_json_apply_is_read_from_its_diagnostic() -> None:
     assert engine.parse_lock_holder(text) == \
         "bob@ci (apply since 2026-12-03 05:00:00 +0000 UTC, lock ID 57a6)"
     assert engine.first_error(text).startswith("Error: Error acquiring the state lock")
+
+
+class LostAnswer:
+    """A TLS relay in front of the sandbox endpoint, on its own loopback port. The first request
+    whose headers and body hold all of `marks` reaches moto, and moto acts on it; then the
+    client's connection is reset instead of getting moto's answer. A network fault after the
+    server acted, which the AWS SDK answers by sending the request again."""
+
+    def __init__(self, upstream: Endpoint, *marks: bytes):
+        self.upstream = upstream
+        self.marks = marks
+        self.lost: list[bytes] = []
+        host, port = upstream.url.removeprefix("https://").rsplit(":", 1)
+        self.target = (host, int(port))
+        tls = upstream.ca_bundle.parent
+        self.server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server_tls.load_cert_chain(tls / "endpoint.crt", tls / "endpoint.key")
+        self.client_tls = ssl.create_default_context(cafile=str(upstream.ca_bundle))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(raw,), daemon=True).start()
+
+    def _relay(self, raw: socket.socket) -> None:
+        with raw:
+            try:
+                client = self.server_tls.wrap_socket(raw, server_side=True)
+                request = _read_request(client)
+                with socket.create_connection(self.target) as up, \
+                        self.client_tls.wrap_socket(up, server_hostname=self.target[0]) as tls:
+                    tls.sendall(request)
+                    answer = b"".join(iter(lambda: tls.recv(65536), b""))
+                if not self.lost and all(m in request for m in self.marks):
+                    self.lost.append(request)
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return  # closed with a reset: the answer never arrives
+                client.sendall(answer)
+            except (OSError, ValueError):
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_request(conn: ssl.SSLSocket) -> bytes:
+    """One HTTP/1.1 request with a Content-Length body (what the AWS SDK sends)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ValueError("the client closed before its request ended")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ValueError("the client closed before its request ended")
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+LOCK_REQUEST = (b"DynamoDB_20120810.PutItem", b"attribute_not_exists(LockID)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("action", ["plan", "apply"])
+def test_a_lock_request_sent_twice_does_not_lock_the_engine_out(
+        project: Project, aws_endpoint: Endpoint, action: str) -> None:
+    """The SDK resends the lock request whose answer was lost; the resent one finds the first
+    one's lock. The engine's own lock is released and the command runs again; no lock stays."""
+    probe_project(project)
+    operation = f"OperationType{action.capitalize()}".encode()
+    relay = LostAnswer(aws_endpoint, *LOCK_REQUEST, operation)
+    try:
+        run = project.deploy("probe", "stage", action, "-y",
+                             extra_env={"AWS_ENDPOINT_URL": relay.url})
+    finally:
+        relay.close()
+    assert len(relay.lost) == 1, "the relay never lost the lock request's answer"
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{action} holds its own lock" in run.stderr
+    assert f"running {action} again" in run.stderr
+    assert lock_items(project) == []
+    assert list((project.path / ".deployer").rglob("core-*.log")) == []  # the core log is gone
