@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -141,6 +143,56 @@ def test_small_builders() -> None:
         ' rc=$?; rm -rf /h/app/.deploy-lock; exit "$rc"')
 
 
+def test_the_user_command_quotes_every_value_and_checks_the_sudo_rule() -> None:
+    command = cmd.user_command("stilgar", "ssh-ed25519 AAAA op@here", "sudo -n ")
+    assert command.startswith("sudo -n sh -c ")
+    script = shlex.split(command)[-1]
+    assert "useradd --create-home --shell /bin/bash -- stilgar" in script
+    assert "visudo -cqf /etc/sudoers.d/90-deployer-stilgar.tmp" in script
+    assert "grep -qxF -- 'ssh-ed25519 AAAA op@here'" in script
+
+
+def test_a_key_that_tries_to_become_shell_stays_a_string() -> None:
+    hostile = "ssh-ed25519 AAAA x'; touch /tmp/pwned; echo '"
+    script = shlex.split(cmd.user_command("stilgar", hostile, ""))[-1]
+    assert shlex.quote(hostile) in script
+
+
+@pytest.mark.parametrize(("verbs", "expected"), [
+    ((True, [], ["a"], [], []), "set -e\nsystemctl daemon-reload\nsystemctl start -- a.service"),
+    ((False, ["a"], [], ["b"], ["nginx"]),
+     "set -e\nsystemctl enable -- a.service\nsystemctl restart -- b.service\n"
+     "if systemctl -q is-active -- nginx.service; then systemctl reload-or-restart -- nginx.service;"
+     " echo reloaded=nginx; fi"),
+])
+def test_units_in_one_round_trip(verbs: tuple, expected: str) -> None:
+    assert cmd.units_command(*verbs, "") == expected
+
+
+def test_install_file_goes_in_atomically_with_mode_and_owner() -> None:
+    assert cmd.install_file_command("/home/d/.up", "/etc/chom/x.yml", "0640", "root", "sudo -n ") == (
+        "sudo -n install -D -m 0640 -o root -g \"$(id -gn root)\" -- /home/d/.up /etc/chom/x.yml.deploy-new"
+        " && sudo -n mv -f -- /etc/chom/x.yml.deploy-new /etc/chom/x.yml; rc=$?; rm -f -- /home/d/.up;"
+        " exit $rc")
+
+
+def test_the_probe_reads_packages_files_and_units_in_one_shell(tmp_path: Path) -> None:
+    present = tmp_path / "present.conf"
+    present.write_bytes(b"listen 80;\n")
+    present.chmod(0o640)
+    out = subprocess.run(["sh", "-c", cmd.probe_command(
+        ["dash", "no-such-package-here"], [str(present), str(tmp_path / "absent")], ["no-such"])],
+        capture_output=True, text=True, check=True).stdout
+    found = parse_kv(out)
+    assert found["pkg:dash"]  # a version: dash is installed here
+    assert found["pkg:no-such-package-here"] == ""
+    owner = subprocess.run(["stat", "-c", "%U", str(present)], capture_output=True, text=True).stdout.strip()
+    digest = hashlib.sha256(present.read_bytes()).hexdigest()
+    assert found[f"path:{present}"] == f"{digest} 640 {owner}"
+    assert found[f"path:{tmp_path / 'absent'}"] == ""
+    assert "unit:no-such" in found
+
+
 def test_nohup_service_runs_argv_with_env_files_read_not_sourced() -> None:
     built = cmd.nohup_service("/h/app", "edge", "/h/app/current", ["/usr/bin/env", "python3", "my app.py"],
                               ["/h/app/current/edge.env"])
@@ -267,6 +319,17 @@ def _every_builder(value: str = "v a l u e") -> dict[str, list[str]]:
                                                                             ("10.0.0.5", 22))),
                          cmd.doctor_probe("/")],
         "reach_probe": [cmd.reach_probe(((value, 1), ("db.internal", 22)), 2.5)],
+        # The `sh -c` wrappers (WRAPPERS) are checked through their scripts: their own argument
+        # is single-quoted on purpose, to expand on the host, as root or as the user.
+        "user_script": [cmd.user_script("stilgar", value)],
+        "host_key_script": [cmd.host_key_script("stilgar")],
+        "trust_check_command": [cmd.trust_check_command("10.0.0.2")],
+        "probe_command": [cmd.probe_command(["nginx"], ["/etc/a b"], ["nginx"])],
+        "install_packages_command": [cmd.install_packages_command(["nginx"], "sudo -n ")],
+        "install_file_command": [cmd.install_file_command("/h/.up", "/etc/a b", "0640", "root",
+                                                          "sudo -n ")],
+        "dir_command": [cmd.dir_command("/var/www/a b", "0755", "stilgar", "")],
+        "units_command": [cmd.units_command(True, ["a"], ["b"], ["c"], ["nginx"], "sudo -n ")],
     }
 
 
@@ -302,10 +365,17 @@ def test_receive_file_writes_stdin_with_its_mode_and_leaves_no_temporary(shell: 
     assert missing.returncode != 0 and b"/none/f.deploy-tmp" in missing.stderr
 
 
+WRAPPERS = {"as_root", "user_command", "host_key_command"}  # sh -c of a script _every_builder has
+
+
 def test_every_builder_is_in_the_shellcheck_test() -> None:
     builders = {name for name, value in vars(cmd).items()
                 if callable(value) and getattr(value, "__module__", "") == cmd.__name__}
-    assert builders == set(_every_builder())
+    assert builders == set(_every_builder()) | WRAPPERS
+    assert cmd.user_command("u", "k", "sudo -n ") == \
+        f"sudo -n sh -c {shlex.quote(cmd.user_script('u', 'k'))}"
+    assert cmd.host_key_command("u", "") == \
+        f"runuser -u u -- sh -c {shlex.quote(cmd.host_key_script('u'))}"
 
 
 def _shellcheck(shell: str, commands: dict[str, list[str]], *exclude: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ LOCK_HELD = 3  # the deploy lock is someone else's; its holder is on stdout
 STAGE_FAILED = 4  # building the new release directory failed; the reason is on stderr
 LOCK_MOVED = 5  # breaking a stale lock found it already gone, or no longer the stale holder's
 META_DIR = ".deploy"  # in each release: fingerprint, files.json, ok
+SUDO = "sudo -n"  # root for a login that is not root: never a password prompt
 
 
 def ready_check(marker: str) -> str:
@@ -401,3 +402,141 @@ def read_markers(markers: list[str]) -> str:
     names = " ".join(q(m) for m in markers)
     return (f'for m in {names}; do if [ -f "$HOME/$m" ]; then printf \'%s: %s\\n\' "$m"'
             f' "$(head -n 1 "$HOME/$m")"; else printf \'%s: missing\\n\' "$m"; fi; done')
+
+
+# --- the deploy user and trust between hosts (provision.py runs these) ----------------------
+
+def user_command(user: str, public_key: str, sudo: str) -> str:
+    """Create `user` (home, bash) with passwordless sudo and `public_key` authorized, each only
+    when missing; prints user=, sudo=, key= lines (created/changed/unchanged). `user` has been
+    checked against stacks.USER_NAME; the key is quoted.
+
+    >>> "useradd --create-home --shell /bin/bash -- stilgar" in user_command("stilgar", "k", "")
+    True
+    """
+    return as_root(user_script(user, public_key), sudo)
+
+
+def as_root(script: str, sudo: str) -> str:
+    """`script` run as root: by this login itself when it is root, else under `sudo -n`.
+
+    >>> as_root("id -u", "sudo -n ")
+    "sudo -n sh -c 'id -u'"
+    """
+    return f"{sudo}sh -c {q(script)}"
+
+
+def user_script(user: str, public_key: str) -> str:
+    """The script of `user_command`, run as root."""
+    u, key = q(user), q(public_key.strip())
+    sudoers = q(f"/etc/sudoers.d/90-deployer-{user}")
+    line = q(f"{user} ALL=(ALL) NOPASSWD:ALL")
+    return f"""set -eu
+if id -u {u} >/dev/null 2>&1; then echo user=unchanged; else
+  useradd --create-home --shell /bin/bash -- {u}; echo user=created; fi
+if [ "$(cat {sudoers} 2>/dev/null)" = {line} ]; then echo sudo=unchanged; else
+  printf '%s\\n' {line} > {sudoers}.tmp; chmod 0440 {sudoers}.tmp
+  visudo -cqf {sudoers}.tmp; mv {sudoers}.tmp {sudoers}; echo sudo=changed; fi
+home=$(getent passwd {u} | cut -d: -f6)
+install -d -m 700 -o {u} -g {u} "$home/.ssh"
+keys="$home/.ssh/authorized_keys"
+if [ -f "$keys" ] && grep -qxF -- {key} "$keys"; then echo key=unchanged; else
+  printf '%s\\n' {key} >> "$keys"; echo key=added; fi
+chown {u}: "$keys"; chmod 600 "$keys"
+"""
+
+
+def host_key_command(user: str, sudo: str) -> str:
+    """The public half of `user`'s own key on this host, made (ed25519, no passphrase: it is
+    for unattended SSH between the stack's hosts) only when missing; prints made= then the key."""
+    as_user = f"sudo -n -u {q(user)} --" if sudo else f"runuser -u {q(user)} --"
+    return f"{as_user} sh -c {q(host_key_script(user))}"
+
+
+def host_key_script(user: str) -> str:
+    """The script of `host_key_command`, run as `user`."""
+    u = q(user)
+    return f"""set -eu
+home=$(getent passwd {u} | cut -d: -f6)
+if [ -f "$home/.ssh/id_ed25519" ]; then echo made=no; else
+  ssh-keygen -q -t ed25519 -N '' -C "{user}@$(hostname)" -f "$home/.ssh/id_ed25519"; echo made=yes; fi
+cat "$home/.ssh/id_ed25519.pub"
+"""
+
+
+def trust_check_command(address: str, port: int = 22) -> str:
+    """As the deploy user: SSH to the other host with no password (BatchMode never asks). The
+    other host's key is learned on first use (accept-new) inside the stack's own network, and
+    refused if it ever changes.
+
+    >>> trust_check_command("10.0.0.2")
+    'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 -p 22 -- 10.0.0.2 true'
+    """
+    return (f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10"
+            f" -p {int(port)} -- {q(address)} true")
+
+
+# --- provisioning: packages, files, directories, units (provision.py runs these) ------------
+
+def probe_command(packages: list[str], paths: list[str], units: list[str]) -> str:
+    """One round trip: each package's installed version (`pkg:NAME=` empty when absent), each
+    path's sha256, mode and owner (`path:P=` empty when absent), each unit's enabled and active
+    state."""
+    parts = ["set +e"]
+    for p in packages:
+        w = q(p)
+        parts.append(f"printf 'pkg:%s=%s\\n' {w} \"$(dpkg-query -W -f='${{Status}} ${{Version}}'"
+                     f" -- {w} 2>/dev/null | sed -n 's/^install ok installed //p')\"")
+    for path in paths:
+        w = q(path)
+        parts.append(f"if [ -e {w} ]; then printf 'path:%s=%s %s\\n' {w}"
+                     f" \"$(sha256sum < {w} 2>/dev/null | cut -d' ' -f1)\" \"$(stat -c '%a %U' {w})\";"
+                     f" else printf 'path:%s=\\n' {w}; fi")
+    for unit in units:
+        w = q(f"{unit}.service")
+        parts.append(f"printf 'unit:%s=%s %s\\n' {q(unit)}"
+                     f" \"$(systemctl is-enabled {w} 2>/dev/null)\""
+                     f" \"$(systemctl is-active {w} 2>/dev/null)\"")
+    return "\n".join(parts)
+
+
+def install_packages_command(names: list[str], sudo: str) -> str:
+    """Debian packages, pinned ones as name=version; never a prompt.
+
+    >>> install_packages_command(["nginx", "redis=5:7.0"], "")[-66:]
+    'apt-get install -y -q --no-install-recommends -- nginx redis=5:7.0'
+    """
+    return (f"{sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
+            f" --no-install-recommends -- {' '.join(q(n) for n in names)}")
+
+
+def install_file_command(tmp: str, path: str, mode: str, owner: str, sudo: str) -> str:
+    """Move an uploaded file into place with its mode and owner, atomically (install writes a
+    new inode; a reader sees the old file or the new one)."""
+    o, p = q(owner), q(path)
+    return (f"{sudo}install -D -m {q(mode)} -o {o} -g \"$(id -gn {o})\""
+            f" -- {q(tmp)} {p}.deploy-new && {sudo}mv -f -- {p}.deploy-new {p};"
+            f" rc=$?; rm -f -- {q(tmp)}; exit $rc")
+
+
+def dir_command(path: str, mode: str, owner: str, sudo: str) -> str:
+    o = q(owner)
+    return f"{sudo}install -d -m {q(mode)} -o {o} -g \"$(id -gn {o})\" -- {q(path)}"
+
+
+def units_command(reload_daemon: bool, enable: list[str], start: list[str], restart: list[str],
+                  reload: list[str], sudo: str) -> str:
+    """One round trip for the units: daemon-reload when a unit file changed, then enable, start,
+    restart (a changed unit) and reload-or-restart (a changed file it uses) of those running
+    now (one that is not running reads the file when it starts); prints reloaded=NAME."""
+    parts = ["set -e"]
+    if reload_daemon:
+        parts.append(f"{sudo}systemctl daemon-reload")
+    for verb, names in (("enable", enable), ("start", start), ("restart", restart)):
+        if names:
+            parts.append(f"{sudo}systemctl {verb} -- {' '.join(q(f'{n}.service') for n in names)}")
+    for name in reload:
+        w = q(f"{name}.service")
+        parts.append(f"if systemctl -q is-active -- {w}; then {sudo}systemctl reload-or-restart -- {w};"
+                     f" echo reloaded={q(name)}; fi")
+    return "\n".join(parts)

@@ -3,8 +3,8 @@ role's packages, directories, system files and systemd units.
 
 Probe → act → say why, item by item: every package, directory, file and unit is reported
 `installed`, `changed` or `already present`, and a file that changed reloads only the units that
-use it. The builders (`*_command`) are pure and return shell text; `ensure_*` run them over one
-connection.
+use it. The shell they run is built in commands.py (`user_command`, `probe_command`, ...), like
+every other command deployer runs on a host; `ensure_*` run it over one connection.
 
     ensure_user(remote, deploy_user, public_key)          as the bootstrap login
     ensure_provisioned(remote, role, rendered)            as the deploy user (sudo -n)
@@ -13,7 +13,6 @@ connection.
 from __future__ import annotations
 
 import hashlib
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer import templates
 from deployer.errors import HostError
+from deployer.hosts import commands as cmd
 from deployer.hosts.release import parse_kv
 from deployer.results import CHANGED, UNCHANGED, StepResult
 from deployer.stacks import Provision
@@ -29,151 +29,12 @@ if TYPE_CHECKING:
     from deployer.hosts.connection import Remote
 
 UNIT_DIR = "/etc/systemd/system"
-SUDO = "sudo -n"
 
 
 def sudo_for(remote: Remote) -> str:
     """How this login runs a command as root: itself when it is root, else `sudo -n` (never a
     password prompt: a login without passwordless sudo fails at once)."""
-    return "" if remote.host.user == "root" else f"{SUDO} "
-
-
-# --- the deploy user and trust between hosts (builders) -------------------------------------
-
-def user_command(user: str, public_key: str, sudo: str) -> str:
-    """Create `user` (home, bash) with passwordless sudo and `public_key` authorized, each only
-    when missing; prints user=, sudo=, key= lines (created/changed/unchanged). `user` has been
-    checked against stacks.USER_NAME; the key is quoted.
-
-    >>> "useradd --create-home --shell /bin/bash -- stilgar" in user_command("stilgar", "k", "")
-    True
-    """
-    return as_root(user_script(user, public_key), sudo)
-
-
-def as_root(script: str, sudo: str) -> str:
-    """`script` run as root: by this login itself when it is root, else under `sudo -n`.
-
-    >>> as_root("id -u", "sudo -n ")
-    "sudo -n sh -c 'id -u'"
-    """
-    return f"{sudo}sh -c {shlex.quote(script)}"
-
-
-def user_script(user: str, public_key: str) -> str:
-    """The script of `user_command`, run as root."""
-    u, key = shlex.quote(user), shlex.quote(public_key.strip())
-    sudoers = shlex.quote(f"/etc/sudoers.d/90-deployer-{user}")
-    line = shlex.quote(f"{user} ALL=(ALL) NOPASSWD:ALL")
-    return f"""set -eu
-if id -u {u} >/dev/null 2>&1; then echo user=unchanged; else
-  useradd --create-home --shell /bin/bash -- {u}; echo user=created; fi
-if [ "$(cat {sudoers} 2>/dev/null)" = {line} ]; then echo sudo=unchanged; else
-  printf '%s\\n' {line} > {sudoers}.tmp; chmod 0440 {sudoers}.tmp
-  visudo -cqf {sudoers}.tmp; mv {sudoers}.tmp {sudoers}; echo sudo=changed; fi
-home=$(getent passwd {u} | cut -d: -f6)
-install -d -m 700 -o {u} -g {u} "$home/.ssh"
-keys="$home/.ssh/authorized_keys"
-if [ -f "$keys" ] && grep -qxF -- {key} "$keys"; then echo key=unchanged; else
-  printf '%s\\n' {key} >> "$keys"; echo key=added; fi
-chown {u}: "$keys"; chmod 600 "$keys"
-"""
-
-
-def host_key_command(user: str, sudo: str) -> str:
-    """The public half of `user`'s own key on this host, made (ed25519, no passphrase: it is
-    for unattended SSH between the stack's hosts) only when missing; prints made= then the key."""
-    as_user = f"sudo -n -u {shlex.quote(user)} --" if sudo else f"runuser -u {shlex.quote(user)} --"
-    return f"{as_user} sh -c {shlex.quote(host_key_script(user))}"
-
-
-def host_key_script(user: str) -> str:
-    """The script of `host_key_command`, run as `user`."""
-    u = shlex.quote(user)
-    return f"""set -eu
-home=$(getent passwd {u} | cut -d: -f6)
-if [ -f "$home/.ssh/id_ed25519" ]; then echo made=no; else
-  ssh-keygen -q -t ed25519 -N '' -C "{user}@$(hostname)" -f "$home/.ssh/id_ed25519"; echo made=yes; fi
-cat "$home/.ssh/id_ed25519.pub"
-"""
-
-
-def trust_check_command(address: str, port: int = 22) -> str:
-    """As the deploy user: SSH to the other host with no password (BatchMode never asks). The
-    other host's key is learned on first use (accept-new) inside the stack's own network, and
-    refused if it ever changes.
-
-    >>> trust_check_command("10.0.0.2")
-    'ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10 -p 22 -- 10.0.0.2 true'
-    """
-    return (f"ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o ConnectTimeout=10"
-            f" -p {int(port)} -- {shlex.quote(address)} true")
-
-
-# --- provisioning (builders) -----------------------------------------------------------------
-
-def probe_command(packages: list[str], paths: list[str], units: list[str]) -> str:
-    """One round trip: each package's installed version (`pkg:NAME=` empty when absent), each
-    path's sha256, mode and owner (`path:P=` empty when absent), each unit's enabled and active
-    state."""
-    parts = ["set +e"]
-    for p in packages:
-        q = shlex.quote(p)
-        parts.append(f"printf 'pkg:%s=%s\\n' {q} \"$(dpkg-query -W -f='${{Status}} ${{Version}}'"
-                     f" -- {q} 2>/dev/null | sed -n 's/^install ok installed //p')\"")
-    for path in paths:
-        q = shlex.quote(path)
-        parts.append(f"if [ -e {q} ]; then printf 'path:%s=%s %s\\n' {q}"
-                     f" \"$(sha256sum < {q} 2>/dev/null | cut -d' ' -f1)\" \"$(stat -c '%a %U' {q})\";"
-                     f" else printf 'path:%s=\\n' {q}; fi")
-    for unit in units:
-        q = shlex.quote(f"{unit}.service")
-        parts.append(f"printf 'unit:%s=%s %s\\n' {shlex.quote(unit)}"
-                     f" \"$(systemctl is-enabled {q} 2>/dev/null)\""
-                     f" \"$(systemctl is-active {q} 2>/dev/null)\"")
-    return "\n".join(parts)
-
-
-def install_packages_command(names: list[str], sudo: str) -> str:
-    """Debian packages, pinned ones as name=version; never a prompt.
-
-    >>> install_packages_command(["nginx", "redis=5:7.0"], "")[-66:]
-    'apt-get install -y -q --no-install-recommends -- nginx redis=5:7.0'
-    """
-    return (f"{sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q"
-            f" --no-install-recommends -- {' '.join(shlex.quote(n) for n in names)}")
-
-
-def install_file_command(tmp: str, path: str, mode: str, owner: str, sudo: str) -> str:
-    """Move an uploaded file into place with its mode and owner, atomically (install writes a
-    new inode; a reader sees the old file or the new one)."""
-    o, p = shlex.quote(owner), shlex.quote(path)
-    return (f"{sudo}install -D -m {shlex.quote(mode)} -o {o} -g \"$(id -gn {o})\""
-            f" -- {shlex.quote(tmp)} {p}.deploy-new && {sudo}mv -f -- {p}.deploy-new {p};"
-            f" rc=$?; rm -f -- {shlex.quote(tmp)}; exit $rc")
-
-
-def dir_command(path: str, mode: str, owner: str, sudo: str) -> str:
-    o = shlex.quote(owner)
-    return f"{sudo}install -d -m {shlex.quote(mode)} -o {o} -g \"$(id -gn {o})\" -- {shlex.quote(path)}"
-
-
-def units_command(reload_daemon: bool, enable: list[str], start: list[str], restart: list[str],
-                  reload: list[str], sudo: str) -> str:
-    """One round trip for the units: daemon-reload when a unit file changed, then enable, start,
-    restart (a changed unit) and reload-or-restart (a changed file it uses) of those running
-    now (one that is not running reads the file when it starts); prints reloaded=NAME."""
-    parts = ["set -e"]
-    if reload_daemon:
-        parts.append(f"{sudo}systemctl daemon-reload")
-    for verb, names in (("enable", enable), ("start", start), ("restart", restart)):
-        if names:
-            parts.append(f"{sudo}systemctl {verb} -- {' '.join(shlex.quote(f'{n}.service') for n in names)}")
-    for name in reload:
-        q = shlex.quote(f"{name}.service")
-        parts.append(f"if systemctl -q is-active -- {q}; then {sudo}systemctl reload-or-restart -- {q};"
-                     f" echo reloaded={shlex.quote(name)}; fi")
-    return "\n".join(parts)
+    return "" if remote.host.user == "root" else f"{cmd.SUDO} "
 
 
 # --- rendering (pure) ------------------------------------------------------------------------
@@ -212,7 +73,7 @@ def _digest(data: bytes) -> str:
 
 def ensure_user(remote: Remote, user: str, public_key: str) -> list[StepResult]:
     """As the bootstrap login: the deploy user, its sudo rule and the operator's key."""
-    done = remote.run(user_command(user, public_key, sudo_for(remote)), timeout=120,
+    done = remote.run(cmd.user_command(user, public_key, sudo_for(remote)), timeout=120,
                       what=f"create user {user}")
     if not done.ok:
         raise HostError(f"{remote.host}: creating the deploy user {user} failed:"
@@ -231,7 +92,7 @@ def ensure_user(remote: Remote, user: str, public_key: str) -> list[StepResult]:
 
 def host_key(remote: Remote, user: str) -> tuple[str, StepResult]:
     """`user`'s own public key on this host (made when missing)."""
-    done = remote.run(host_key_command(user, sudo_for(remote)), timeout=60,
+    done = remote.run(cmd.host_key_command(user, sudo_for(remote)), timeout=60,
                       what=f"key of {user}")
     lines = done.stdout.strip().splitlines()
     if not done.ok or len(lines) < 2 or not lines[-1].startswith("ssh-"):
@@ -243,7 +104,7 @@ def host_key(remote: Remote, user: str) -> tuple[str, StepResult]:
 
 
 def check_trust(remote: Remote, address: str, target: str) -> StepResult:
-    done = remote.run(trust_check_command(address), timeout=60, what=f"ssh to {target}")
+    done = remote.run(cmd.trust_check_command(address), timeout=60, what=f"ssh to {target}")
     if not done.ok:
         raise HostError(f"{remote.host}: SSH to {target} ({address}) without a password failed:"
                         f" {remote.log.masker.mask(done.last_line)}")
@@ -258,7 +119,7 @@ def ensure_provisioned(remote: Remote, wanted: Wanted) -> list[StepResult]:
     unit_paths = {f"{UNIT_DIR}/{name}.service": name for name in wanted.units}
     paths = [d[0] for d in wanted.dirs] + list(wanted.files) + list(unit_paths)
     # As root: the files it compares may be root's alone (a password file, 0600).
-    found = parse_kv(remote.run(as_root(probe_command(names, paths, list(wanted.units)), sudo),
+    found = parse_kv(remote.run(cmd.as_root(cmd.probe_command(names, paths, list(wanted.units)), sudo),
                                 timeout=60, what="probe provisioning").stdout)
     results: list[StepResult] = []
 
@@ -271,12 +132,12 @@ def ensure_provisioned(remote: Remote, wanted: Wanted) -> list[StepResult]:
         else:
             missing.append((package, name, have))
     if missing:
-        done = remote.run(install_packages_command([p for p, _, _ in missing], sudo), timeout=900,
+        done = remote.run(cmd.install_packages_command([p for p, _, _ in missing], sudo), timeout=900,
                           what="apt-get install")
         if not done.ok:
             raise HostError(f"{remote.host}: installing {', '.join(n for _, n, _ in missing)}"
                             f" failed: {remote.log.masker.mask(done.last_line)}")
-        now = parse_kv(remote.run(probe_command([n for _, n, _ in missing], [], []), timeout=60,
+        now = parse_kv(remote.run(cmd.probe_command([n for _, n, _ in missing], [], []), timeout=60,
                                   what="probe packages").stdout)
         for _, name, had in missing:
             version = now.get(f"pkg:{name}", "?")
@@ -288,7 +149,7 @@ def ensure_provisioned(remote: Remote, wanted: Wanted) -> list[StepResult]:
         if have.split(" ")[1:] == [mode.lstrip("0") or "0", owner]:
             results.append(StepResult(f"dir {path}", UNCHANGED, "already present"))
         else:
-            remote.run(dir_command(path, mode, owner, sudo), timeout=30, check=True,
+            remote.run(cmd.dir_command(path, mode, owner, sudo), timeout=30, check=True,
                        what=f"mkdir {path}")
             results.append(StepResult(f"dir {path}", CHANGED,
                                       "created" if not have else f"set {mode} {owner}"))
@@ -317,7 +178,7 @@ def ensure_provisioned(remote: Remote, wanted: Wanted) -> list[StepResult]:
     reload = [u for u in reload if u not in start and u not in restart]
     reloaded: list[str] = []
     if changed_units or enable or start or restart or reload:
-        done = remote.run(units_command(bool(changed_units), enable, start, restart, reload, sudo),
+        done = remote.run(cmd.units_command(bool(changed_units), enable, start, restart, reload, sudo),
                           timeout=300, what="systemctl")
         if not done.ok:
             raise HostError(f"{remote.host}: systemctl failed: {remote.log.masker.mask(done.last_line)}")
@@ -347,7 +208,7 @@ def _put_if_changed(remote: Remote, path: str, data: bytes, mode: str, owner: st
         return False
     tmp = f"{remote.home}/.deploy-upload-{_digest(path.encode())[:12]}"
     remote.put([(tmp, data, 0o600)])  # never readable by others on the way: it may be secret
-    remote.run(install_file_command(tmp, path, mode, owner, sudo), timeout=60, check=True,
+    remote.run(cmd.install_file_command(tmp, path, mode, owner, sudo), timeout=60, check=True,
                what=f"install {path}")
     return True
 
