@@ -613,6 +613,33 @@ def test_a_service_that_does_not_start_fails_the_host_and_the_previous_release_k
     assert edge_page(host, port).startswith("edge -> ")  # and the previous release serves
 
 
+def test_a_second_service_the_fallback_cannot_run_stops_the_host_before_the_switch(
+        project: Project, ssh_hosts, app_origin, operator_key) -> None:
+    """Every service's command line is read before the first one starts: a unit the nohup
+    fallback cannot run ($VAR in ExecStart) fails the host with `current` and the running
+    service untouched, not after the first service has moved to the new release."""
+    (host,) = ssh_hosts(1)
+    edge_project(project, host, app_origin, operator_key)
+    assert project.deploy("edge", "stage", "--accept-new-host-keys").returncode == 0
+    root = host.home / "chronos-edge"
+    first = os.readlink(root / "current")
+    pid = (root / "chronos-edge.pid").read_text()
+    stack = project.path / "deployments" / "stacks" / "edge.toml"
+    text = stack.read_text().replace("[app.service]", "[[app.services]]")
+    stack.unlink()
+    stack.write_text(text + '\n[[app.services]]\nname = "edge-side"\ntemplate = "side.service.j2"\n'
+                     'fallback = "nohup"\n')
+    (project.path / "side.service.j2").write_text(
+        "[Service]\nExecStart=/bin/sleep $SIDE_SECONDS\n")
+    run = project.deploy("edge", "stage")
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "edge-side.service: ExecStart" in run.stdout + run.stderr
+    assert "which the nohup fallback cannot run" in run.stdout + run.stderr
+    assert os.readlink(root / "current") == first
+    assert (root / "chronos-edge.pid").read_text() == pid  # not restarted from the new release
+    assert edge_page(host, service_environ(host)[b"EDGE_PORT"].decode()).startswith("edge -> ")
+
+
 def test_one_release_name_for_the_whole_fleet_so_rollback_to_works_on_every_host(
         project: Project, ssh_hosts, app_origin, operator_key) -> None:
     hosts = ssh_hosts(2)

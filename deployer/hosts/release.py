@@ -52,7 +52,7 @@ from deployer.results import (
     Progress,
     StepResult,
 )
-from deployer.stacks import STEP_POINTS, HealthCheck, Stack, Step
+from deployer.stacks import STEP_POINTS, HealthCheck, ServiceSpec, Stack, Step
 
 if TYPE_CHECKING:  # the SSH libraries load when a host is reached, not for validation
     from deployer.hosts.connection import Remote, Result
@@ -298,26 +298,11 @@ def start_services(remote: Remote, stack: Stack, root: str, release: str, progre
                                 f"systemctl, exit {done.code}: {remote.log.masker.mask(done.last_line)}")
         progress(f"[{remote.host}] systemd: {said}")
         return f"systemd: {said}"
+    # Every service's command line first: a unit the fallback cannot run stops the host before
+    # anything runs (before `first` switches current), not halfway through the services.
+    launches = [_nohup_launch(remote, stack, service, release, paths, units) for service in app.services]
     started = []
-    for service in app.services:
-        if service.fallback != "nohup":
-            raise HostError(
-                f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
-                f" {service.name}.service cannot be {service.on_change}ed. Declare fallback ="
-                f" \"nohup\" for it in {stack.path} to run the release's own unit without systemd")
-        unit = (units or {}).get(service.name)
-        if unit is None:
-            unit = remote.run(cmd.read_file(paths[service.name]), timeout=30, check=True).stdout
-        fields = _unit_fields(unit)
-        if "ExecStart" not in fields:
-            raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
-        argv = exec_argv(fields["ExecStart"], remote.home)
-        if isinstance(argv, str):
-            raise HostError(f"{remote.host}: {service.name}.service: ExecStart {argv}, which the"
-                            " nohup fallback cannot run")
-        workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
-        env_files = [f.lstrip("-").replace("%h", remote.home)
-                     for f in fields.get("EnvironmentFile", "").split()]
+    for service, (workdir, argv, env_files) in zip(app.services, launches, strict=True):
         done = remote.run(cmd.then(first, cmd.nohup_service(root, service.name, workdir, argv, env_files)),
                           timeout=60, what=f"start {service.name} (nohup)")
         if not done.ok:
@@ -328,6 +313,32 @@ def start_services(remote: Remote, stack: Stack, root: str, release: str, progre
                  " (the stack's fallback supervisor), not as a systemd service")
         started.append(service.name)
     return f"{', '.join(started)} started under nohup (host has no systemd)"
+
+
+def _nohup_launch(remote: Remote, stack: Stack, service: ServiceSpec, release: str,
+                  paths: Mapping[str, str], units: Mapping[str, str] | None,
+                  ) -> tuple[str, list[str], list[str]]:
+    """What the nohup fallback runs for `service`: working directory, argv and env files, read
+    from its unit; or a HostError saying why it cannot run without systemd."""
+    if service.fallback != "nohup":
+        raise HostError(
+            f"{remote.host}: no running systemd (/run/systemd/system is missing), so"
+            f" {service.name}.service cannot be {service.on_change}ed. Declare fallback ="
+            f" \"nohup\" for it in {stack.path} to run the release's own unit without systemd")
+    unit = (units or {}).get(service.name)
+    if unit is None:
+        unit = remote.run(cmd.read_file(paths[service.name]), timeout=30, check=True).stdout
+    fields = _unit_fields(unit)
+    if "ExecStart" not in fields:
+        raise HostError(f"{remote.host}: {service.name}.service has no ExecStart")
+    argv = exec_argv(fields["ExecStart"], remote.home)
+    if isinstance(argv, str):
+        raise HostError(f"{remote.host}: {service.name}.service: ExecStart {argv}, which the"
+                        " nohup fallback cannot run")
+    workdir = fields.get("WorkingDirectory", release).replace("%h", remote.home)
+    env_files = [f.lstrip("-").replace("%h", remote.home)
+                 for f in fields.get("EnvironmentFile", "").split()]
+    return workdir, argv, env_files
 
 
 class ServiceFailed(HostError):
