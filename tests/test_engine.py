@@ -333,21 +333,27 @@ def _read_request(conn: ssl.SSLSocket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-LOCK_REQUEST = (b"DynamoDB_20120810.PutItem", b"attribute_not_exists(LockID)")
+# The engine's lock request: DynamoDB's conditional PutItem, or (use_lockfile) S3's
+# conditional PutObject of the state's .tflock.
+LOCK_REQUEST = {
+    "dynamodb": (b"DynamoDB_20120810.PutItem", b"attribute_not_exists(LockID)"),
+    "lockfile": (b"PUT /", b".tfstate.tflock", b"If-None-Match"),
+}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("action", ["plan", "apply"])
+@pytest.mark.parametrize(("action", "lock"), [("plan", "dynamodb"), ("apply", "dynamodb"),
+                                              ("plan", "lockfile")])
 def test_a_lock_request_sent_twice_does_not_lock_the_engine_out(
-        project: Project, aws_endpoint: Endpoint, action: str) -> None:
+        project: Project, aws_endpoint: Endpoint, action: str, lock: str) -> None:
     """The SDK resends the lock request whose answer was lost; the resent one finds the first
     one's lock. The engine's own lock is released and the command runs again; no lock stays."""
     probe_project(project)
     operation = f"OperationType{action.capitalize()}".encode()
-    relay = LostAnswer(aws_endpoint, *LOCK_REQUEST, operation)
+    relay = LostAnswer(aws_endpoint, *LOCK_REQUEST[lock], operation)
     try:
-        run = project.deploy("probe", "stage", action, "-y",
-                             extra_env={"AWS_ENDPOINT_URL": relay.url})
+        run = project.deploy("probe", "stage", action, "-y", extra_env={
+            "AWS_ENDPOINT_URL": relay.url, "DEPLOYER_USE_LOCKFILE": str(lock == "lockfile")})
     finally:
         relay.close()
     assert len(relay.lost) == 1, "the relay never lost the lock request's answer"
@@ -355,4 +361,7 @@ def test_a_lock_request_sent_twice_does_not_lock_the_engine_out(
     assert f"{action} holds its own lock" in run.stderr
     assert f"running {action} again" in run.stderr
     assert lock_items(project) == []
+    bucket = f"{project.profile}-chronos-terraform-state-storage"
+    listed = project.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [o["Key"] for o in listed if o["Key"].endswith(".tflock")] == []
     assert list((project.path / ".deployer").rglob("core-*.log")) == []  # the core log is gone
