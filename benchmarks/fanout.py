@@ -50,6 +50,7 @@ a failure, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
 import resource
@@ -382,6 +383,9 @@ def main() -> None:
                         help="every host a sandbox machine (systemd-nspawn, systemd as PID 1)"
                              f" on {MACHINE_PUBLIC}x, instead of an sshd process")
     args = parser.parse_args()
+    # `deploy` as installed: pip compiles every module. An editable checkout run under
+    # PYTHONDONTWRITEBYTECODE=1 would compile each module changed since its .pyc on every run.
+    compileall.compile_dir(REPO / "deployer", quiet=1)
     if os.geteuid() != 0:
         raise SystemExit("run as root: the hosts are sshd processes on port 22 of 127.x addresses")
     if args.machines and max(args.sizes) > 250:

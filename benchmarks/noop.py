@@ -12,6 +12,7 @@ each run, the medians and their ratio, and the engine starts deploy made (from i
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -43,6 +44,9 @@ def main() -> int:
     parser.add_argument("--env", default="demo")
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
+    # `deploy` as installed: pip compiles every module. An editable checkout run under
+    # PYTHONDONTWRITEBYTECODE=1 would compile each module changed since its .pyc on every run.
+    compileall.compile_dir(REPO / "deployer", quiet=1)
     project = args.project.resolve()
     os.environ.update(sandbox_environment(project))
     environ = dict(os.environ)
