@@ -178,13 +178,19 @@ def pids_naming(text: str) -> list[int]:
 
 
 def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
-    """Stop our process `pid` (TERM, then KILL). False when it was not running."""
+    """Stop our process `pid`: TERM, then KILL after `timeout`, then wait (as long again) until
+    it is gone. A killed process runs on until the kernel has torn it down, and the caller
+    (`sandbox down`) promises that nothing it started is left. False when it was not running."""
     if not is_alive(pid, marker):
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and is_alive(pid, marker):
-        time.sleep(0.05)
-    if is_alive(pid, marker):
-        os.kill(pid, signal.SIGKILL)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if sig == signal.SIGKILL and not is_alive(pid, marker):
+            break
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and is_alive(pid, marker):
+            time.sleep(0.05)
     return True

@@ -749,7 +749,7 @@ def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:
     assert down.returncode == 0, down.stderr
     for pid in pids + machine_pids:
         assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", pid
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", (pid, _cmdline(pid))
     naming_the_project = [pid for pid in pids_naming(str(sandbox.path))
                           if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
     assert naming_the_project == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in naming_the_project]

@@ -90,3 +90,19 @@ def test_interrupt_in_process_raises_interrupted() -> None:
     with pytest.raises(Interrupted):
         process.run([sys.executable, "-c", CHILD], env={}, masker=Masker())
     assert time.monotonic() - started < 10
+
+
+def test_stop_pid_returns_once_a_process_that_ignores_term_is_gone(tmp_path: Path) -> None:
+    """TERM is ignored, so KILL follows after the timeout; stop_pid returns only when the
+    process is gone (reaped here by the test's own wait, as a zombie is not alive)."""
+    marker = f"stop-pid-test-{tmp_path.name}"
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time;"
+                             " signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True);"
+                             " time.sleep(60)", marker], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"1\n"  # TERM is ignored now
+    started = time.monotonic()
+    assert process.stop_pid(proc.pid, marker, timeout=0.5) is True
+    assert not process.is_alive(proc.pid, marker)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert 0.5 <= time.monotonic() - started < 5
+    assert process.stop_pid(proc.pid, marker) is False  # not running any more
