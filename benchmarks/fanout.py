@@ -500,6 +500,14 @@ def main() -> None:
         assert ssh is not None and dep is not None
         print(f"{n:>3}  {show(ssh, 10)}  {show(dep, 8)}  {show(ans, 8)}  {show(pipe, 12)}"
               f"  {dep / ssh:>9.2f}x  {ratio(ans, dep, 14)}  {ratio(pipe, dep, 19)}")
+    # The fixed start cost (at N=1): deploy minus plain ssh within each repeat, where the two ran
+    # moments apart, so a busier stretch of the machine moves both (the medians above can come
+    # from different repeats).
+    print("deploy minus plain ssh, paired within each repeat (at N=1: the fixed start cost):")
+    for n in sizes:
+        paired = sorted(d[0] - s[0] for d, s in zip(runs[n]["deploy"], runs[n]["ssh"]))
+        print(f"  N={n:<3} median {statistics.median(paired):+.2f}s"
+              f"  (min {paired[0]:+.2f}s, max {paired[-1]:+.2f}s, {len(paired)} pairs)")
     for index, what in ((1, "machine CPU per run (client + hosts)"),
                         (2, "client CPU per run (the tool and its ssh processes)")):
         print(f"{what}, medians:")
