@@ -505,7 +505,7 @@ def main() -> None:
     # from different repeats).
     print("deploy minus plain ssh, paired within each repeat (at N=1: the fixed start cost):")
     for n in sizes:
-        paired = sorted(d[0] - s[0] for d, s in zip(runs[n]["deploy"], runs[n]["ssh"]))
+        paired = sorted(d[0] - s[0] for d, s in zip(runs[n]["deploy"], runs[n]["ssh"], strict=True))
         print(f"  N={n:<3} median {statistics.median(paired):+.2f}s"
               f"  (min {paired[0]:+.2f}s, max {paired[-1]:+.2f}s, {len(paired)} pairs)")
     for index, what in ((1, "machine CPU per run (client + hosts)"),
