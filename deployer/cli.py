@@ -310,9 +310,10 @@ def _host_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _targets(stack: str, env: str, project_dir: Path | None, action: str, role: str | None):
+def _targets(stack: str, env: str, project_dir: Path | None, action: str, role: str | None, *,
+             hostless: bool = False):
     """Settings, stack and env (checked), the masker, the run log, and each role (a one-role
-    view of the stack) with its hosts."""
+    view of the stack) with its hosts. `hostless`: a stack without hosts is no error (none)."""
     from deployer import pipeline
 
     settings, spec, env_cfg = pipeline.load_inputs(_project(project_dir), stack, env)
@@ -320,6 +321,8 @@ def _targets(stack: str, env: str, project_dir: Path | None, action: str, role: 
         spec.view(role)  # an unknown role is bad input, before the log or any connection
     masker = env_cfg.masker(settings)
     log = pipeline.open_log(settings, spec, env_cfg, action, masker)
+    if hostless and not spec.roles and role is None:
+        return settings, spec, env_cfg, log, [], {}
     targets, outputs = pipeline.host_targets(settings, spec, env_cfg, masker=masker, log=log,
                                              progress=report.progress, role=role)
     return settings, spec, env_cfg, log, targets, outputs
@@ -357,20 +360,28 @@ def rollback(stack: str, env: str, accept_new_host_keys: bool, role: str | None,
 @handle_errors
 def unlock(stack: str, env: str, accept_new_host_keys: bool, role: str | None, host: str | None,
            project_dir: Path | None, as_json: bool, verbose: bool, yes: bool) -> None:
-    """Show who holds the run lock of STACK in ENV and the deploy lock on its hosts, and remove
-    them after a yes: for a run that died where deploy cannot tell (a CI runner killed
-    mid-deploy). A lock left by a dead process of this machine is broken by the next run."""
-    from deployer import lock
+    """Show who holds the locks of STACK in ENV: the run lock, the engine's lock on its state
+    and the deploy lock on each host. Remove each after a yes: for a run that died where deploy
+    cannot tell (a CI runner killed mid-deploy). A lock left by a dead process of this machine
+    is broken by the next run. With --host or --role, only those hosts' deploy locks."""
+    from deployer import lock, pipeline
     from deployer.hosts import fleet
     from deployer.results import FleetResult
 
-    settings, spec, env_cfg, log, targets, _ = _targets(stack, env, project_dir, "unlock", role)
+    settings, spec, env_cfg, log, targets, _ = _targets(stack, env, project_dir, "unlock", role,
+                                                         hostless=host is None)
     every = [h for _, hosts in targets for h in hosts]
     chosen = set(fleet.pick_hosts(every, host))
+    say = report.progress if as_json else report.line  # --json: stdout is the envelope only
     with log:
         if host is None and role is None:
             cleared = lock.clear(settings, spec.name, env_cfg.name, _confirmer(yes), report.progress)
-            report.line(f"run lock: {cleared}")
+            say(f"run lock: {cleared}")
+            if spec.terraform is not None:
+                cleared = pipeline.clear_state_lock(
+                    settings, spec, env_cfg, _confirmer(yes), masker=log.masker,
+                    log=log, progress=report.progress)
+                say(f"state lock: {cleared}")
         result = FleetResult(tuple(h for view, hosts in targets for h in fleet.unlock(
             view, env_cfg, settings, [h for h in hosts if h in chosen], log=log,
             progress=report.progress, confirm=_confirmer(yes),

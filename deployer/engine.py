@@ -216,6 +216,22 @@ def output_args() -> list[str]:
     return ["output", "-json", "-no-color"]
 
 
+# A state lock's ID as the S3 backend makes it (a UUID); nothing else reaches force-unlock.
+LOCK_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def force_unlock_args(lock_id: str) -> list[str]:
+    """Release exactly the lock `lock_id`: the engine refuses when the lock it finds has another.
+
+    >>> force_unlock_args("4cb547ca-6ae3-6d58-bd32-6495dc427bc5")
+    ['force-unlock', '-force', '--', '4cb547ca-6ae3-6d58-bd32-6495dc427bc5']
+    """
+    if not LOCK_ID.fullmatch(lock_id):
+        raise ConfigError(f"state lock ID {lock_id!r} is not one (a UUID such as"
+                          " 4cb547ca-6ae3-6d58-bd32-6495dc427bc5)")
+    return ["force-unlock", "-force", "--", lock_id]
+
+
 # ---- parsers -------------------------------------------------------------------------------
 
 def parse_plan(show_json: str) -> PlanSummary:
@@ -369,11 +385,19 @@ def parse_lock_holder(output: str) -> str | None:
     """Terraform's "Error acquiring the state lock" → `who (operation since created)`."""
     if "Error acquiring the state lock" not in output:
         return None
-    info = dict(_LOCK_FIELD.findall(output))
-    who = info.get("Who", "unknown")
-    operation = info.get("Operation", "").removeprefix("OperationType").lower()
-    since = info.get("Created", "?")
-    return f"{who} ({operation or 'an operation'} since {since}, lock ID {info.get('ID', '?')})"
+    return describe_lock(dict(_LOCK_FIELD.findall(output)))
+
+
+def describe_lock(info: Mapping[str, object]) -> str:
+    """A state lock's fields (Terraform's LockInfo: ID, Who, Operation, Created) as one line.
+
+    >>> describe_lock({"ID": "4cb5", "Who": "ci@runner-7", "Operation": "OperationTypeApply",
+    ...                "Created": "2026-12-03T17:40:01Z"})
+    'ci@runner-7 (apply since 2026-12-03T17:40:01Z, lock ID 4cb5)'
+    """
+    operation = str(info.get("Operation") or "").removeprefix("OperationType").lower()
+    return (f"{info.get('Who') or 'unknown'} ({operation or 'an operation'} since"
+            f" {info.get('Created') or '?'}, lock ID {info.get('ID') or '?'})")
 
 
 def first_error(output: str) -> str:
@@ -447,7 +471,7 @@ class Workspace:
                 except _OwnLock as own:
                     self.on_line(f"state lock: {self.engine.kind} {args[0]} holds its own lock"
                                  f" {own.lock_id} (its lock request was sent twice): releasing it")
-                    self._execute(["force-unlock", "-force", own.lock_id], quiet=True)
+                    self._execute(force_unlock_args(own.lock_id), quiet=True)
                     if attempt == 2:
                         raise EngineError(
                             f"{self.engine.kind} {args[0]} of {self.name} took its own state lock"
@@ -498,7 +522,8 @@ class Workspace:
                 raise _OwnLock(held) from None
             holder = parse_lock_holder(output)
             if holder:
-                raise LockHeldError(f"the state of {self.name}", holder) from None
+                raise LockHeldError(f"the state of {self.name}", f"{holder}; if that run is gone:"
+                                    f" deploy unlock {self.name.replace('/', ' ')}") from None
             raise EngineError(
                 f"{self.engine.kind} {args[0]} failed for {self.name}: {first_error(output)}"
                 f" (full output: {self.log.path})"
@@ -562,6 +587,10 @@ class Workspace:
             return dict(self._unchanged_outputs)
         done = self._run(output_args(), quiet=True)
         return parse_outputs(_json_part(done.output))
+
+    def force_unlock(self, lock_id: str) -> None:
+        """Release the state lock `lock_id`, the engine's own way (`deploy unlock`)."""
+        self._run(force_unlock_args(lock_id), quiet=True)
 
     def version(self) -> str:
         done = self._run(["version", "-json"], quiet=True)

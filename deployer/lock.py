@@ -5,12 +5,14 @@ Per-host deploy locks stay as a second guard, but alone they let two runs starte
 win some hosts and leave the fleet on two commits; a run takes this lock before it touches any
 host. With no AWS configured (or no lock table yet) the run says so and relies on the per-host
 locks. A lock whose holder is a dead process of this machine is broken (and the run says so);
-any other is named with the command that clears it, `deploy unlock`.
+any other is named with the command that clears it, `deploy unlock`. That command also reads
+the engine's own lock on a stack's state here (`state_lock`), to show it before it is released.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -70,12 +72,14 @@ NO_AWS = ("run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); 
           " locks only")
 
 
+def aws_configured(settings: Settings) -> bool:
+    env = settings.environ
+    return bool(settings.aws_endpoint_url or env.get("AWS_PROFILE") or env.get("AWS_ACCESS_KEY_ID"))
+
+
 def table_client(settings: Settings) -> Any | None:
     """The DynamoDB client, or None when no AWS is configured for this project."""
-    env = settings.environ
-    if not (settings.aws_endpoint_url or env.get("AWS_PROFILE") or env.get("AWS_ACCESS_KEY_ID")):
-        return None
-    return _aws()[0].client(settings, "dynamodb")
+    return _aws()[0].client(settings, "dynamodb") if aws_configured(settings) else None
 
 
 def _table_client(settings: Settings, progress: Progress, made: Future[Any | None] | None = None,
@@ -153,6 +157,37 @@ def remove(ddb: Any, table: str, key: str, holder: str) -> bool:
         if _code(exc) in ("ConditionalCheckFailedException", "ResourceNotFoundException"):
             return False
         raise AwsError(f"run lock: {exc}") from None
+
+
+def state_lock(settings: Settings, key: str) -> dict[str, Any] | None:
+    """The engine's own lock on the state `key`, read where its S3 backend keeps it: the lock
+    table's item `<bucket>/<key>`, or the object `<key>.tflock` with S3's lock file
+    (DEPLOYER_USE_LOCKFILE). Its LockInfo (ID, Who, Operation, Created), or None: not locked,
+    or no AWS configured, or no lock table or bucket yet."""
+    if not aws_configured(settings):
+        return None
+    aws, ClientError = _aws()  # noqa: N806  # a class, named as one
+    try:
+        if settings.use_lockfile:
+            body = aws.call(aws.client(settings, "s3").get_object, Bucket=settings.state_bucket,
+                            Key=f"{key}.tflock")["Body"].read()
+        else:
+            item = aws.call(aws.client(settings, "dynamodb").get_item, TableName=settings.lock_table,
+                            Key={"LockID": {"S": f"{settings.state_bucket}/{key}"}},
+                            ConsistentRead=True).get("Item") or {}
+            body = item.get("Info", {}).get("S", "")
+    except ClientError as exc:
+        if _code(exc) in ("NoSuchKey", "NoSuchBucket", "ResourceNotFoundException"):
+            return None
+        raise AwsError(f"state lock: {exc}") from None
+    if not body:
+        return None
+    try:
+        info = json.loads(body)
+    except ValueError:
+        raise AwsError(f"state lock of {key}: its lock info is not JSON; see it in the AWS"
+                       " console") from None
+    return info if isinstance(info, dict) else None
 
 
 def clear(settings: Settings, stack: str, env: str, confirm: Callable[[str, str], bool],

@@ -578,6 +578,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def clear_state_lock(settings: Settings, stack: Stack, env: EnvConfig,
+                     confirm: Callable[[str, str], bool], *, masker: Masker, log: RunLog,
+                     progress: Progress) -> str:
+    """`deploy unlock`: the engine's lock on the stack's state, shown, and after a yes released
+    by the engine itself (`force-unlock` of exactly the ID shown: had the lock changed hands
+    meanwhile, the engine refuses). What happened."""
+    from deployer import lock
+
+    if not lock.aws_configured(settings):
+        return "no state lock (no AWS configured)"
+    info = lock.state_lock(settings, engines.state_key(stack.name, env.name))
+    if info is None:
+        return "no state lock"
+    holder = engines.describe_lock(info)
+    if not confirm(f"{stack.name}/{env.name}: release the state lock held by {holder}? Type"
+                   " 'yes'", "yes"):
+        return f"kept the state lock held by {holder}"
+    ws = workspace(settings, stack, env, masker=masker, log=log, progress=progress, verbose=False)
+    ws.force_unlock(str(info.get("ID", "")))
+    return f"released the state lock held by {holder}"
+
+
 def host_targets(settings: Settings, stack: Stack, env: EnvConfig, *, masker: Masker,
                  log: RunLog, progress: Progress, role: str | None = None,
                  ) -> tuple[list[tuple[Stack, list]], dict[str, object]]:

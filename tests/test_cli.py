@@ -186,6 +186,63 @@ def test_ctrl_c_during_apply_leaves_no_lock(project: Project) -> None:
     assert lock_items(project) == []
 
 
+@pytest.mark.parametrize("lock", ["dynamodb", "lockfile"])
+def test_a_state_lock_left_by_a_killed_run_is_released_by_deploy_unlock(
+        project: Project, lock: str) -> None:
+    """A CI runner killed mid-apply leaves the engine's lock on the state. Every later run stops,
+    naming the holder and the command that clears it; `deploy unlock` shows the lock and, after
+    a yes, has the engine release exactly that lock."""
+    lockfile = {"DEPLOYER_USE_LOCKFILE": str(lock == "lockfile")}
+    probe_project(project, TF_VAR_label="one", TF_VAR_apply_seconds="60")
+    run = subprocess.Popen([DEPLOY, "probe", "stage", "apply", "-y"], cwd=project.path,
+                           env={**project.environ, **lockfile}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for_log(project, "Creating...")
+    # Killed as a runner is, with everything it started: deploy and the engine (its own group).
+    engines = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+    for leader in (run.pid, *map(int, engines)):
+        os.killpg(leader, signal.SIGKILL)
+    run.wait(timeout=30)
+    held = _state_locks(project, lock)
+    assert len(held) == 1, held
+    lock_id = held[0]["ID"]
+
+    refused = project.deploy("probe", "stage", "plan", extra_env=lockfile)
+    assert refused.returncode == 3, refused.stderr
+    assert re.search(rf"error: the state of probe/stage is locked by \S+@\S+ \(apply since .+, lock ID"
+                     rf" {lock_id}\); if that run is gone: deploy unlock probe stage$",
+                     refused.stderr, re.MULTILINE), refused.stderr
+    asked = project.deploy("unlock", "probe", "stage", extra_env=lockfile)  # no terminal, no --yes
+    assert asked.returncode == 2, asked.stderr
+    assert "run lock: no run lock" in asked.stdout
+    assert re.search(rf"error: probe/stage: release the state lock held by \S+ \(apply since .+,"
+                     rf" lock ID {lock_id}\): confirmation needed", asked.stderr), asked.stderr
+    assert _state_locks(project, lock) == held
+    released = project.deploy("unlock", "probe", "stage", "--yes", extra_env=lockfile, check=True)
+    assert "state lock: released the state lock held by " in released.stdout
+    assert f"lock ID {lock_id})" in released.stdout
+    assert _state_locks(project, lock) == []
+    again = project.deploy("unlock", "probe", "stage", "--json", extra_env=lockfile, check=True)
+    assert "run lock: no run lock\nstate lock: no state lock\n" in again.stderr
+    assert result_of(again) == {"hosts": []}  # stdout: the envelope alone
+    # The state is usable: the next apply converges (a quick slow resource this time).
+    project.write_env("stage", f'TF_VAR_deptype=stage\nprobe_secret="{PROBE_SECRET}"\n'
+                      "TF_VAR_label=one\nTF_VAR_apply_seconds=1\n")
+    project.deploy("probe", "stage", "apply", "-y", extra_env=lockfile, check=True)
+    assert _state_locks(project, lock) == []
+
+
+def _state_locks(project: Project, lock: str) -> list[dict]:
+    """The engine's locks on the project's states: the lock table's items, or S3's lock files."""
+    if lock == "dynamodb":
+        return [json.loads(item["Info"]["S"]) for item in lock_items(project)]
+    s3 = project.client("s3")
+    bucket = f"{project.profile}-chronos-terraform-state-storage"
+    return [json.loads(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+            for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if o["Key"].endswith(".tflock")]
+
+
 def _wait_for_log(project: Project, text: str, timeout: float = 120) -> None:
     """Until the run log says `text` (the engine's output is logged line by line as it comes)."""
     deadline = time.monotonic() + timeout

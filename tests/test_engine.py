@@ -145,6 +145,13 @@ Lock Info:
     assert engine.parse_lock_holder("Error: something else") is None
 
 
+@pytest.mark.parametrize("given", ["-force", "57a6fc6e-a08b", "4cb547ca-6ae3-6d58-bd32-6495dc427bc5 x",
+                                   "../4cb547ca-6ae3-6d58-bd32-6495dc427bc5", ""])
+def test_only_a_lock_id_reaches_force_unlock(given: str) -> None:
+    with pytest.raises(ConfigError, match="is not one"):
+        engine.force_unlock_args(given)
+
+
 def test_outputs_mask_sensitive_values() -> None:
     raw = json.dumps({"url": {"value": "http://x", "sensitive": False},
                       "token": {"value": "abc", "sensitive": True}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from deployer import lock
 from deployer.config import load_settings
-from deployer.errors import LockHeldError
+from deployer.errors import AwsError, LockHeldError
 
 from conftest import Project
 
@@ -99,3 +100,31 @@ def test_without_a_table_or_aws_the_run_says_so_and_goes_on(project: Project, tm
         assert where == ""
     assert said == ["run lock: no AWS configured (AWS_PROFILE, keys or AWS_ENDPOINT_URL); per-host"
                     " deploy locks only"]
+
+
+def test_the_engine_state_lock_is_read_where_the_backend_keeps_it(project: Project) -> None:
+    """Terraform's LockInfo: the lock table's item `<bucket>/<key>`, or S3's `<key>.tflock`."""
+    settings = settings_with_table(project)
+    key = "stage/probe.tfstate"
+    info = {"ID": "4cb547ca-6ae3-6d58-bd32-6495dc427bc5", "Operation": "OperationTypeApply",
+            "Who": "ci@runner-7", "Version": "1.11.4", "Created": "2026-12-03T17:40:01Z",
+            "Path": f"{settings.state_bucket}/{key}", "Info": ""}
+    assert lock.state_lock(settings, key) is None  # no lock item
+    project.client("dynamodb").put_item(TableName=settings.lock_table, Item={
+        "LockID": {"S": f"{settings.state_bucket}/{key}"}, "Info": {"S": json.dumps(info)}})
+    assert lock.state_lock(settings, key) == info
+    assert lock.state_lock(settings, "prod/probe.tfstate") is None
+
+    lockfile = load_settings(project.path, {**project.environ, "DEPLOYER_USE_LOCKFILE": "1"})
+    assert lock.state_lock(lockfile, key) is None  # no bucket yet
+    s3 = project.client("s3")
+    s3.create_bucket(Bucket=lockfile.state_bucket)
+    assert lock.state_lock(lockfile, key) is None  # no lock file
+    s3.put_object(Bucket=lockfile.state_bucket, Key=f"{key}.tflock", Body=json.dumps(info).encode())
+    assert lock.state_lock(lockfile, key) == info
+    s3.put_object(Bucket=lockfile.state_bucket, Key=f"{key}.tflock", Body=b"{not json")
+    with pytest.raises(AwsError, match=r"state lock of stage/probe.tfstate: its lock info is not JSON"):
+        lock.state_lock(lockfile, key)
+
+    bare = load_settings(project.path, {"PATH": "/usr/bin"})
+    assert lock.state_lock(bare, key) is None  # no AWS configured
