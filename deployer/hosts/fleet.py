@@ -327,14 +327,13 @@ def _write_deploy_log(remote: Remote, directory: str, lines: list[str]) -> None:
     name = f"deployment-{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}.log"
     text = remote.log.masker.mask("\n".join(lines) + "\n").encode()
     try:
-        remote.run(cmd.dir_command(directory, "0750", remote.host.user,
-                                         provision.sudo_for(remote)), timeout=30, check=True,
-                   what="deploy log directory")
+        sudo = provision.sudo_for(remote)
+        remote.run(cmd.dir_command(directory, "0750", remote.host.user, sudo), timeout=30,
+                   check=True, what="deploy log directory")
         tmp = f"{remote.home}/.deploy-log-upload"
         remote.put([(tmp, text, 0o600)])
-        remote.run(cmd.install_file_command(tmp, f"{directory}/{name}", "0640",
-                                                  remote.host.user, provision.sudo_for(remote)),
-                   timeout=30, check=True, what="deploy log")
+        remote.run(cmd.install_file_command(tmp, f"{directory}/{name}", "0640", remote.host.user,
+                                            sudo), timeout=30, check=True, what="deploy log")
     except HostError as exc:  # the deploy itself is done: its record failing is said, not fatal
         remote.log.write(f"[{remote.host}] could not write the deployment log: {exc}")
 
