@@ -177,20 +177,42 @@ def pids_naming(text: str) -> list[int]:
     return found
 
 
+def start_time(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, a
+    process's identity. None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def running(pid: int, started: str | None) -> bool:
+    """`pid` is still the process that started at `started` (`start_time`), and it has not yet
+    finished exiting. A killed process drops its memory (and so its command line, which
+    `is_alive` reads) and leaves its cgroup a moment before it stops running; only as a zombie,
+    or gone, has it stopped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return started is not None and fields[19] == started and fields[0] not in ("Z", "X")
+
+
 def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
     """Stop our process `pid`: TERM, then KILL after `timeout`, then wait (as long again) until
-    it is gone. A killed process runs on until the kernel has torn it down, and the caller
-    (`sandbox down`) promises that nothing it started is left. False when it was not running."""
+    it has stopped running (`running`), which the caller (`sandbox down`) promises of all it
+    started. False when it was not running."""
+    started = start_time(pid)
     if not is_alive(pid, marker):
         return False
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if sig == signal.SIGKILL and not is_alive(pid, marker):
+        if sig == signal.SIGKILL and not running(pid, started):
             break
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and is_alive(pid, marker):
+        while time.monotonic() < deadline and running(pid, started):
             time.sleep(0.05)
     return True

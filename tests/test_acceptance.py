@@ -364,6 +364,14 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field on (state, ppid, …; start time at [19]); [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 
 # Scenario 13 needs the dashboard host, which scenario 10 destroys: it runs here, before 9.
 def test_13_real_machines(sandbox: Sandbox) -> None:
@@ -745,11 +753,14 @@ def test_11_down_stops_everything_it_started(sandbox: Sandbox) -> None:
     edge_pids = [pid for pid in machine_pids if b"edge_server/server.py" in _cmdline(pid)]
     assert len(edge_pids) == 3  # the apps ran, one per edge machine
     route = json.loads(fleet.state_path.read_text())["network"]
+    # Each process by its pid and start time: one that ended before `down` may have left its pid
+    # to another by now.
+    started = {pid: stat[19] for pid in pids + machine_pids if (stat := _stat(pid))}
     down = sandbox.deploy("sandbox", "down")
     assert down.returncode == 0, down.stderr
-    for pid in pids + machine_pids:
-        assert not Path(f"/proc/{pid}").exists() or \
-            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", (pid, _cmdline(pid))
+    for pid, start in started.items():
+        stat = _stat(pid)  # a killed process loses its command line before it stops running
+        assert not stat or stat[19] != start or stat[0] in ("Z", "X"), (pid, _cmdline(pid), stat[:4])
     naming_the_project = [pid for pid in pids_naming(str(sandbox.path))
                           if Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
     assert naming_the_project == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in naming_the_project]

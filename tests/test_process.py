@@ -106,3 +106,22 @@ def test_stop_pid_returns_once_a_process_that_ignores_term_is_gone(tmp_path: Pat
     assert proc.wait(timeout=5) == -signal.SIGKILL
     assert 0.5 <= time.monotonic() - started < 5
     assert process.stop_pid(proc.pid, marker) is False  # not running any more
+
+
+def test_stop_pid_waits_for_a_process_whose_command_line_is_gone(tmp_path: Path) -> None:
+    """A dying process loses its command line before it stops running (and leaves its cgroup),
+    so its command line cannot tell when it has stopped. This one blanks it on TERM and runs on:
+    stop_pid still KILLs it after the timeout, and returns only once it has stopped running."""
+    marker = f"stop-pid-blank-{tmp_path.name}"
+    proc = subprocess.Popen(["perl", "-e", '$SIG{TERM} = sub { $0 = "" }; $| = 1; print "1\\n";'
+                             " sleep 1 while 1", marker], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"1\n"  # the handler is set
+    started = process.start_time(proc.pid)
+    assert process.running(proc.pid, started) and process.is_alive(proc.pid, marker)
+    assert not process.running(proc.pid, "0")  # another process that had this pid
+    began = time.monotonic()
+    assert process.stop_pid(proc.pid, marker, timeout=0.5) is True
+    assert 0.5 <= time.monotonic() - began < 5  # it waited out the TERM, then KILLed
+    assert not process.running(proc.pid, started)  # a zombie, until the wait below reaps it
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert process.start_time(proc.pid) is None

@@ -60,7 +60,7 @@ from pathlib import Path
 
 from deployer import process
 from deployer.errors import DeployerError
-from deployer.process import is_alive, stop_pid
+from deployer.process import is_alive, running, start_time, stop_pid
 from deployer.results import CHANGED, UNCHANGED, StepResult
 from deployer.sandbox import forwarder
 from deployer.secrets import Masker
@@ -965,12 +965,13 @@ class Machines:
         if entry.get("forwarder"):
             stop_pid(entry["forwarder"], FORWARDER_MARKER)
         supervisor = entry.get("supervisor", 0)
+        started = start_time(supervisor)
         was_running = is_alive(supervisor, str(mdir))
         if was_running:
             if not signalled:  # once: nspawn takes a second SIGTERM as "kill it now"
                 os.kill(supervisor, signal.SIGTERM)  # the supervisor asks nspawn for a poweroff
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and is_alive(supervisor, str(mdir)):
+            while time.monotonic() < deadline and running(supervisor, started):
                 time.sleep(0.05)
         cgroups = [Path(path) for kind, path in entry.get("made", []) if kind == "cgroup"]
         _kill_cgroups(cgroups)  # what an orderly shutdown left behind
@@ -1051,16 +1052,21 @@ def _cgroup_pids(cgroup: Path) -> set[int]:
 
 
 def _kill_cgroups(cgroups: list[Path], timeout: float = 10.0) -> None:
+    """SIGKILL what is in `cgroups` until they are empty, then wait until each process killed
+    has stopped running: it leaves its cgroup a moment before (see process.running)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    killed: dict[int, str | None] = {}
+    while True:
         pids = set().union(*(_cgroup_pids(c) for c in cgroups)) if cgroups else set()
-        if not pids:
+        if not pids and not any(running(p, t) for p, t in killed.items()):
             return
+        if time.monotonic() >= deadline:
+            raise MachineError(f"processes in {cgroups[0]} survived SIGKILL for {timeout:.0f}s")
         for pid in pids:
+            killed.setdefault(pid, start_time(pid))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    raise MachineError(f"processes in {cgroups[0]} survived SIGKILL for {timeout:.0f}s")
+        time.sleep(0.05 if pids else 0.01)
 
 
 def _remove_cgroup(cgroup: Path) -> None:
