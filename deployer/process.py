@@ -167,8 +167,8 @@ def pids_naming(text: str) -> list[int]:
     while pid > 1:
         spared.add(pid)
         try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
+            pid = int(_stat(pid)[1])
+        except (ValueError, IndexError):
             break
     found = []
     for entry in Path("/proc").iterdir():
@@ -177,13 +177,20 @@ def pids_naming(text: str) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field on (state, ppid, …, start time at [19]); [] if gone.
+    The command name before it is cut off: it may hold spaces and parentheses."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def start_time(pid: int) -> str | None:
     """When `pid` started (clock ticks since boot, field 22 of /proc/PID/stat): with the pid, a
     process's identity. None when there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def running(pid: int, started: str | None) -> bool:
@@ -191,11 +198,9 @@ def running(pid: int, started: str | None) -> bool:
     finished exiting. A killed process drops its memory (and so its command line, which
     `is_alive` reads) and leaves its cgroup a moment before it stops running; only as a zombie,
     or gone, has it stopped."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return started is not None and fields[19] == started and fields[0] not in ("Z", "X")
+    fields = _stat(pid)
+    return started is not None and len(fields) > 19 and fields[19] == started \
+        and fields[0] not in ("Z", "X")
 
 
 def stop_pid(pid: int, marker: str, timeout: float = 10.0) -> bool:
